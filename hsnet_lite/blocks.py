@@ -1,0 +1,112 @@
+"""HSNet's learnable part: squeezing blocks, mixing blocks, pooling and decoder (Sec. 4.2-4.3,
+Tables S5-S7). Everything here is trained; the backbone is not.
+
+Squeezing block f_p^sqz: three [CP 4D conv, GroupNorm(4), ReLU], channels n_p -> 16 -> 64 ->
+128, strides on the support dims only, so the support dims shrink to about 2x2 while the
+query dims keep their size. Mixing block f_p^mix: upsample the coarser block's query dims
+bilinearly, add, then three [CP 4D conv 128 -> 128, k 3, GroupNorm, ReLU].
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv4d import CenterPivotConv4d
+
+CHANNELS = (16, 64, 128)
+GROUPS = 4
+# Per pyramid level p: kernel sizes and support-dim strides of the three layers of f_p^sqz.
+SQUEEZE_CONFIG = {3: ((3, 3, 3), (2, 2, 2)), 2: ((5, 3, 3), (4, 2, 2)), 1: ((5, 5, 3), (4, 4, 2))}
+
+
+def conv4d_block(in_ch: int, out_chs: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
+    """[CenterPivotConv4d, GroupNorm, ReLU] x len(out_chs): indices 0, 3, 6 are the convs."""
+    layers: list[nn.Module] = []
+    for out_ch, k, s in zip(out_chs, kernels, strides):
+        layers += [CenterPivotConv4d(in_ch, out_ch, k, s), nn.GroupNorm(GROUPS, out_ch), nn.ReLU(inplace=True)]
+        in_ch = out_ch
+    return nn.Sequential(*layers)
+
+
+def squeeze_block(level: int, in_channels: int) -> nn.Sequential:
+    """f_p^sqz for pyramid level p (kernel sizes and strides as in FACTS.md)."""
+    kernels, strides = SQUEEZE_CONFIG[level]
+    return conv4d_block(in_channels, CHANNELS, kernels, strides)
+
+
+def mix_block(channels: int = CHANNELS[-1]) -> nn.Sequential:
+    """f_p^mix: three 128 -> 128 CP 4D convs with kernel 3 and stride 1."""
+    return conv4d_block(channels, (channels,) * 3, (3, 3, 3), (1, 1, 1))
+
+
+def upsample_query_dims(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear (align_corners=True) resize of the query dims (Ha, Wa) of a 6D tensor.
+
+    Trilinear interpolation over (Ha, Wa, Hb*Wb) with the last dim kept is exactly the 2D
+    bilinear resize of each support slice, and needs no permute of the 6D tensor.
+    """
+    b, c, ha, wa, hb, wb = x.shape
+    if (ha, wa) == tuple(size):
+        return x
+    y = F.interpolate(x.reshape(b, c, ha, wa, hb * wb), size=(*size, hb * wb), mode="trilinear", align_corners=True)
+    return y.view(b, c, size[0], size[1], hb, wb)
+
+
+def pool_support_dims(x: torch.Tensor) -> torch.Tensor:
+    """Pooling layer: average over the two support dims, (B, C, Ha, Wa, Hb, Wb) -> (B, C, Ha, Wa)."""
+    return x.mean(dim=(-2, -1))
+
+
+class Decoder(nn.Module):
+    """conv3x3 128->128, ReLU, conv3x3 128->64, ReLU, bilinear x2, conv3x3 64->64, ReLU, conv3x3 64->2."""
+
+    def __init__(self, in_ch: int = 128, mid_ch: int = 64, n_classes: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, in_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(in_ch, mid_ch, 3, padding=1)
+        self.conv3 = nn.Conv2d(mid_ch, mid_ch, 3, padding=1)
+        self.conv4 = nn.Conv2d(mid_ch, n_classes, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(z))))
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.conv4(F.relu(self.conv3(x)))
+
+
+class HSNetLearner(nn.Module):
+    """Squeeze every level, mix coarse to fine, pool the support dims, decode (Fig. 2).
+
+    Args:
+        level_channels: ``{p: n_p}``, the number of stacked correlations at each pyramid level
+            used (all three for the method, fewer for the Table S3 ablations).
+    """
+
+    def __init__(self, level_channels: dict[int, int]) -> None:
+        super().__init__()
+        if not level_channels or set(level_channels) - {1, 2, 3}:
+            raise ValueError(f"level_channels must map levels among 1, 2, 3 to channels, got {level_channels}")
+        self.levels = sorted(level_channels, reverse=True)  # coarse to fine, e.g. [3, 2, 1]
+        self.squeeze = nn.ModuleDict({str(p): squeeze_block(p, level_channels[p]) for p in self.levels})
+        self.mix = nn.ModuleDict({f"{a}{b}": mix_block() for a, b in zip(self.levels, self.levels[1:])})
+        self.decoder = Decoder()
+
+    def encode(self, hypercorr: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Squeeze and mix the hypercorrelation into a (B, 128, H1, W1, 2, 2) tensor."""
+        top = self.levels[0]
+        coarse = self.squeeze[str(top)](hypercorr[top])
+        for prev, p in zip(self.levels, self.levels[1:]):
+            sqz = self.squeeze[str(p)](hypercorr[p])
+            if coarse.shape[-2:] != sqz.shape[-2:]:
+                raise ValueError(
+                    f"squeezed support dims differ between levels ({tuple(coarse.shape[-2:])} vs "
+                    f"{tuple(sqz.shape[-2:])}); choose an image size whose feature sizes squeeze alike, e.g. 400"
+                )
+            coarse = self.mix[f"{prev}{p}"](upsample_query_dims(coarse, sqz.shape[2:4]) + sqz)
+        return coarse
+
+    def forward(self, hypercorr: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Logits at the finest query resolution x2, (B, 2, 2*H1, 2*W1)."""
+        return self.decoder(pool_support_dims(self.encode(hypercorr)))

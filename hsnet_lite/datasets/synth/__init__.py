@@ -1,0 +1,1 @@
+"""Procedural scene generator behind the embedded benchmark (numpy only, deterministic)."""

@@ -1,0 +1,139 @@
+"""HSNet: frozen backbone -> hypercorrelation -> learner -> mask logits (main paper Fig. 2).
+
+Variants used by the ablations are plain configuration:
+
+* ``levels``: which pyramid levels are used (Table S3: ``(3,)``, ``(2, 3)``, ``(1, 2, 3)``).
+* ``layers``: ``"all"`` layers of each level (C_p, the method), ``"deep"`` (only the deepest
+  layer of each level, C_p^deep) or ``"shallow"`` (only the shallowest, C_p^shallow), Table S2.
+* ``use_support_mask``: ``False`` drops Eq. 1 (the co-segmentation variant of Fig. S14).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import FrozenBackbone, build_backbone
+from .blocks import HSNetLearner
+from .correlation import hypercorrelation, l2_normalize, mask_features
+from .validation import check_episode, check_query_mask
+
+LAYER_CHOICES = ("all", "deep", "shallow")
+
+
+def select_layers(feature_levels: Sequence[int], levels: Sequence[int], layers: str) -> list[int]:
+    """Indices of the backbone features kept for the chosen levels and layer rule (Table S2)."""
+    if layers not in LAYER_CHOICES:
+        raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
+    if not levels or set(levels) - {1, 2, 3}:
+        raise ValueError(f"levels must be a non-empty subset of (1, 2, 3), got {levels}")
+    keep = []
+    for p in sorted(set(levels)):
+        ids = [i for i, lvl in enumerate(feature_levels) if lvl == p]
+        keep += ids if layers == "all" else [ids[-1] if layers == "deep" else ids[0]]
+    return keep
+
+
+def kshot_vote(votes: torch.Tensor) -> torch.Tensor:
+    """The paper's K-shot rule: (B, K, H, W) 0/1 predictions -> (B, H, W) mask.
+
+    Sum the K binary masks, divide by the largest vote in each image (at least 1) and
+    threshold at 0.5: a pixel is foreground when it got at least half the top vote.
+    """
+    total = votes.float().sum(dim=1)
+    top = total.flatten(1).max(dim=1).values.clamp(min=1).view(-1, 1, 1)
+    return (total / top >= 0.5).long()
+
+
+class HSNet(nn.Module):
+    """Hypercorrelation Squeeze Network.
+
+    Args:
+        backbone: a name from :data:`hsnet_lite.backbones.BACKBONES` or a built backbone.
+        weights: ``"imagenet"`` or ``None`` (random backbone, for tests and teaching).
+        weights_path: optional local state-dict file for the backbone.
+        levels, layers, use_support_mask: ablation settings (module docstring).
+    """
+
+    def __init__(
+        self,
+        backbone: str | FrozenBackbone = "resnet50",
+        weights: str | None = "imagenet",
+        weights_path: str | None = None,
+        levels: Sequence[int] = (1, 2, 3),
+        layers: str = "all",
+        use_support_mask: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = build_backbone(backbone, weights, weights_path) if isinstance(backbone, str) else backbone
+        self.layer_ids = select_layers(self.backbone.feature_levels, levels, layers)
+        self.feature_levels = [self.backbone.feature_levels[i] for i in self.layer_ids]
+        self.config = {"backbone": self.backbone.name, "levels": tuple(sorted(set(levels))),
+                       "layers": layers, "use_support_mask": use_support_mask}
+        self.use_support_mask = use_support_mask
+        counts = {p: self.feature_levels.count(p) for p in sorted(set(self.feature_levels))}
+        self.learner = HSNetLearner(counts)
+
+    def extract(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone features this configuration uses, shallow to deep."""
+        feats = self.backbone(img)
+        return [feats[i] for i in self.layer_ids]
+
+    @torch.no_grad()
+    def hypercorrelation(
+        self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
+    ) -> dict[int, torch.Tensor]:
+        """Hypercorrelation pyramid of B episodes with K supports each, batch B*K.
+
+        The query goes through the backbone and the L2 normalisation once per episode;
+        all B*K supports go through the backbone in one batch.
+        """
+        b, k = support_imgs.shape[:2]
+        query = [l2_normalize(f) for f in self.extract(query_img)]
+        support = self.extract(support_imgs.flatten(0, 1))
+        if self.use_support_mask:
+            support = mask_features(support, support_masks.flatten(0, 1))
+        support = [l2_normalize(f) for f in support]
+        return hypercorrelation(query, support, self.feature_levels, normalized=True)
+
+    def forward(
+        self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
+    ) -> torch.Tensor:
+        """Mask logits at the query's size.
+
+        Args:
+            query_img: (B, 3, H, W) ImageNet-normalised.
+            support_imgs: (B, K, 3, H, W); support_masks: (B, K, H, W) of 0/1.
+        Returns:
+            (B, 2, H, W) for K = 1; (B, K, 2, H, W), one prediction per support, for K > 1
+            (combine them with :meth:`predict_mask`).
+        """
+        support_imgs, support_masks = check_episode(query_img, support_imgs, support_masks)
+        b, k = support_imgs.shape[:2]
+        logits = self.learner(self.hypercorrelation(query_img, support_imgs, support_masks))
+        logits = F.interpolate(logits, size=query_img.shape[-2:], mode="bilinear", align_corners=True)
+        return logits if k == 1 else logits.view(b, k, *logits.shape[1:])
+
+    @torch.no_grad()
+    def predict_mask(
+        self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, H, W) 0/1 query mask: argmax for 1-shot, :func:`kshot_vote` for K-shot."""
+        logits = self(query_img, support_imgs, support_masks)
+        if logits.dim() == 4:
+            return logits.argmax(dim=1)
+        return kshot_vote(logits.argmax(dim=2))
+
+    @staticmethod
+    def loss(logits: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """2-class cross-entropy on the query mask; as in the authors' training, ignore
+        (255) pixels count as background."""
+        check_query_mask(query_mask, logits)
+        target = query_mask.long().masked_fill(query_mask == 255, 0)
+        return F.cross_entropy(logits, target)
+
+    def learnable_parameters(self) -> int:
+        """Number of trainable parameters (the learner; the backbone is frozen)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,23 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Tests never reach the internet: any download attempt through torch.hub fails at once."""
+    from urllib.error import URLError
+
+    def refuse(*args, **kwargs):
+        raise URLError("network disabled in tests")
+
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)

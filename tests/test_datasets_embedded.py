@@ -92,3 +92,26 @@ def test_gallery_and_denormalize():
     arr = ep.episode_arrays(0)["query"]
     back = denormalize(ep[0]["query_img"])
     assert np.abs(back.astype(int) - arr.astype(int)).max() <= 1
+
+
+def test_boundary_band_marks_ignore_like_voc():
+    """Table S4 needs PASCAL-style 255 boundaries: a band around the target's outline."""
+    import torch
+    from hsnet_lite.datasets import EmbeddedDataset
+
+    plain = EmbeddedDataset(split="test", n_episodes=2)[0]["query_mask"]
+    banded = EmbeddedDataset(split="test", n_episodes=2, boundary=1)[0]["query_mask"]
+    dropped = EmbeddedDataset(split="test", n_episodes=2, boundary=1, use_ignore=False)[0]["query_mask"]
+    band = banded == 255
+    assert band.any() and not (plain == 255).any()
+    # the band straddles the outline: it covers both foreground and background pixels of the plain mask
+    assert (plain[band] == 1).any() and (plain[band] == 0).any()
+    assert torch.equal(banded[~band], plain[~band])
+    # without the ignore label the band is scored as background
+    assert torch.equal(dropped, banded.masked_fill(band, 0))
+    try:
+        EmbeddedDataset(boundary=-1)
+    except ValueError as err:
+        assert "boundary" in str(err)
+    else:
+        raise AssertionError("negative boundary accepted")

@@ -74,8 +74,11 @@ class EmbeddedDataset(FewShotDataset):
 
     def __init__(self, root=None, fold: int = 0, split: str = "trn", shot: int = 1,
                  img_size: int = 128, use_ignore: bool = True, n_episodes: int = 1000,
-                 seed: int = 0):
+                 seed: int = 0, boundary: int = 0):
         super().__init__(fold, split, shot, img_size, use_ignore)
+        if boundary < 0:
+            raise ValueError(f"boundary must be >= 0 pixels, got {boundary}")
+        self.boundary = int(boundary)
         self.class_ids = fold_classes(self.fold, split)
         self.class_names = [CLASS_NAMES[c] for c in self.class_ids]
         self.n_episodes = int(n_episodes)
@@ -106,8 +109,23 @@ class EmbeddedDataset(FewShotDataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         arr = self.episode_arrays(index)
+        if self.boundary:
+            arr["query_mask"] = with_boundary_band(arr["query_mask"], self.boundary, self.use_ignore)
         return arrays_to_episode(arr, self.img_size, self.shot,
                                  f"embedded/{self.split}/fold{self.fold}/ep{index:06d}")
+
+
+def with_boundary_band(mask: np.ndarray, width: int, use_ignore: bool = True) -> np.ndarray:
+    """Mark a band of ``width`` pixels on each side of the object outline as 255, like the
+    boundary annotations of PASCAL VOC (the ignore label of Table S4). Without ``use_ignore``
+    the band counts as background, as PASCAL's 255 pixels do when the ignore label is unused."""
+    from skimage.morphology import dilation, disk, erosion
+
+    fg = mask == 1
+    band = dilation(fg, disk(width)).astype(bool) & ~erosion(fg, disk(width)).astype(bool)
+    out = mask.copy()
+    out[band] = 255 if use_ignore else 0
+    return out
 
 
 def arrays_to_episode(arr: dict, size: int, shot: int, name: str) -> dict:

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic_io import public_mode
+
 # (official pattern, our pattern) pairs, applied after stripping "module.".
 _LEARNER_NAMES = [
     ("encoder_layer4to3.", "mix.32."), ("encoder_layer3to2.", "mix.21."),
@@ -113,6 +115,7 @@ def save_atomic(obj: Any, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        public_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -5,6 +5,10 @@
    paper's backbones are built with random weights here and nothing is downloaded).
 2. Correlates the real stereo pair ``skimage.data.stereo_motorcycle()`` with the offline
    ImageNet EfficientNet-Lite0 and saves ``figures/stereo_hypercorrelation.png``.
+3. Evaluates the shipped HSNet (EfficientNet-Lite0 + the learner in ``data/trained/``, trained
+   on the embedded benchmark's fold 0) 1-shot and 5-shot on the held-out test classes with the
+   paper's mIoU / FB-IoU, beside the training-free prototype baseline, and saves
+   ``figures/embedded_predictions.png``.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .backbones import BACKBONES, build_backbone  # noqa: E402
+from .embedded_results import DEMO_EPISODES, compare_on_embedded, format_comparison, prediction_figure  # noqa: E402
 from .explore import CorrelationExplorer, load_stereo_pair, stereo_match_errors, stereo_sample_points  # noqa: E402
 from .model import HSNet  # noqa: E402
 from .plots import stereo_correlation_figure  # noqa: E402
@@ -52,14 +57,28 @@ def stereo_demo(out_dir: str, point: tuple[int, int] = (200, 300)) -> str:
     return path
 
 
+def embedded_demo(out_dir: str, episodes: int = DEMO_EPISODES) -> dict:
+    """Print HSNet vs the baseline on held-out embedded classes and save the prediction figure."""
+    print(f"\nShipped HSNet vs training-free prototype baseline: embedded benchmark, fold 0 held-out "
+          f"classes, first {episodes} test episodes (seed 0), mIoU / FB-IoU in percent:")
+    results = compare_on_embedded(episodes, progress=False)
+    print(format_comparison(results))
+    path = prediction_figure(os.path.join(out_dir, "embedded_predictions.png"))
+    print(f"saved {path}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet50", choices=BACKBONES)
     parser.add_argument("--img-size", type=int, default=400)
     parser.add_argument("--figures", default="figures")
+    parser.add_argument("--episodes", type=int, default=DEMO_EPISODES,
+                        help="held-out test episodes for the shipped-model evaluation")
     args = parser.parse_args(argv)
     print_architecture(args.backbone, args.img_size)
     stereo_demo(args.figures)
+    embedded_demo(args.figures, args.episodes)
 
 
 if __name__ == "__main__":

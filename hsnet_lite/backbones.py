@@ -43,8 +43,30 @@ class BackboneWeightsUnavailable(RuntimeError):
     """Raised when ImageNet weights are requested but cannot be found offline."""
 
 
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the single conv equal to ``bn(conv(x))`` with frozen BN statistics.
+
+    ``bn(y) = (y - mean) * g + beta`` with ``g = gamma / sqrt(var + eps)``: scale each output
+    channel of the kernel by ``g`` and use ``beta - mean * g`` (+ ``g * conv.bias``) as bias.
+    """
+    with torch.no_grad():
+        g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight = conv.weight * g.view(-1, *([1] * (conv.weight.dim() - 1)))
+        bias = bn.bias - bn.running_mean * g
+        if conv.bias is not None:
+            bias = bias + conv.bias * g
+    return weight, bias
+
+
 class FrozenBackbone(nn.Module):
-    """Base class: parameters frozen, always in eval mode (BatchNorm statistics fixed)."""
+    """Base class: parameters frozen, always in eval mode (BatchNorm statistics fixed).
+
+    ``forward(img, channels_last=False)``: the features come back in the standard layout unless
+    ``channels_last`` asks for PyTorch's channels-last memory format (what HSNet uses: its
+    correlation reads channels-last features without a copy). Subclasses may run a faster
+    inference copy of the network (BatchNorm folded into the convs, see :meth:`folded`); the
+    modules, ``state_dict`` and checkpoint names stay the original torchvision ones.
+    """
 
     name: str = ""
     feature_levels: list[int]
@@ -62,12 +84,49 @@ class FrozenBackbone(nn.Module):
         """Number of features per pyramid level, e.g. {1: 4, 2: 6, 3: 3} for ResNet50."""
         return {p: self.feature_levels.count(p) for p in (1, 2, 3)}
 
-    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
+    def forward(self, img: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def fold_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The (conv, BatchNorm) pairs that :meth:`folded` merges; none by default."""
+        return []
+
+    def folded(self) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] | None:
+        """``{conv: (weight, bias)}`` with each BatchNorm of :meth:`fold_pairs` folded into its conv,
+        or ``None`` when the original modules must run (a parameter requires grad while grad is
+        enabled: folding would cut the backbone out of the graph).
+
+        The folded weights are cached; the cache is rebuilt whenever any source tensor changed
+        (``load_state_dict``, ``.to()``, in-place edits all bump a version counter or move data).
+        """
+        pairs = self.fold_pairs()
+        if not pairs:
+            return None
+        tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias,
+                                                     bn.running_mean, bn.running_var) if t is not None]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return None
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        cache = self.__dict__.get("_fold_cache")
+        if cache is None or cache[0] != key:
+            fused = {}
+            for conv, bn in pairs:
+                w, b = fold_batchnorm(conv, bn)
+                fused[conv] = (w.contiguous(memory_format=torch.channels_last), b)
+            cache = self.__dict__["_fold_cache"] = (key, fused)
+        return cache[1]
+
+    @staticmethod
+    def _layout(feats: list[torch.Tensor], channels_last: bool) -> list[torch.Tensor]:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return [f.contiguous(memory_format=fmt) for f in feats]
 
 
 class ResNetBackbone(FrozenBackbone):
-    """ResNet50/101 bottleneck features of conv3_x..conv5_x (after add, before ReLU)."""
+    """ResNet50/101 bottleneck features of conv3_x..conv5_x (after add, before ReLU).
+
+    Inference runs channels-last with every BatchNorm folded into its conv (:meth:`folded`).
+    """
 
     def __init__(self, net: models.ResNet, name: str) -> None:
         super().__init__()
@@ -77,24 +136,65 @@ class ResNetBackbone(FrozenBackbone):
         self.feature_levels = [p for p, stage in zip((1, 2, 3), stages) for _ in stage]
         self.feature_channels = [b.conv3.out_channels for stage in stages for b in stage]
 
+    def fold_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        n = self.net
+        pairs = [(n.conv1, n.bn1)]
+        for stage in (n.layer1, n.layer2, n.layer3, n.layer4):
+            for block in stage:
+                pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2), (block.conv3, block.bn3)]
+                if block.downsample is not None:
+                    pairs.append((block.downsample[0], block.downsample[1]))
+        return pairs
+
+    def _bottleneck_before_relu(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One bottleneck up to its final ReLU (excluded), computed the way :meth:`forward` does."""
+        fused = self.folded()
+        if fused is not None:
+            return self._folded_bottleneck_before_relu(block, x.contiguous(memory_format=torch.channels_last), fused)
+        return self._module_bottleneck_before_relu(block, x)
+
     @staticmethod
-    def _bottleneck_before_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _module_bottleneck_before_relu(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         out = block.relu(block.bn1(block.conv1(x)))
         out = block.relu(block.bn2(block.conv2(out)))
         out = block.bn3(block.conv3(out))
         identity = block.downsample(x) if block.downsample is not None else x
         return out + identity
 
-    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+    @staticmethod
+    def _folded_bottleneck_before_relu(block: nn.Module, x: torch.Tensor, fused: dict) -> torch.Tensor:
+        def conv(m: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
+            w, b = fused[m]
+            return F.conv2d(t, w, b, m.stride, m.padding, m.dilation, m.groups)
+
+        out = F.relu_(conv(block.conv1, x))
+        out = F.relu_(conv(block.conv2, out))
+        out = conv(block.conv3, out)
+        return out.add_(conv(block.downsample[0], x) if block.downsample is not None else x)
+
+    def forward(self, img: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:
         n = self.net
-        x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(img)))))
+        fused = self.folded()
         feats = []
+        if fused is None:  # the original modules (only when the backbone is being fine-tuned)
+            x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(img)))))
+            for stage in (n.layer2, n.layer3, n.layer4):
+                for block in stage:
+                    x = self._module_bottleneck_before_relu(block, x)
+                    feats.append(x)
+                    x = F.relu(x)
+            return self._layout(feats, channels_last)
+        w, b = fused[n.conv1]
+        x = img.contiguous(memory_format=torch.channels_last)
+        x = n.maxpool(F.relu_(F.conv2d(x, w, b, n.conv1.stride, n.conv1.padding)))
+        for block in n.layer1:
+            x = F.relu_(self._folded_bottleneck_before_relu(block, x, fused))
         for stage in (n.layer2, n.layer3, n.layer4):
             for block in stage:
-                x = self._bottleneck_before_relu(block, x)
+                x = self._folded_bottleneck_before_relu(block, x, fused)
                 feats.append(x)
                 x = F.relu(x)
-        return feats
+        return self._layout(feats, channels_last)
 
 
 class VGGBackbone(FrozenBackbone):
@@ -111,13 +211,13 @@ class VGGBackbone(FrozenBackbone):
         self.feature_levels = [1, 1, 1, 2, 2, 2, 3]
         self.feature_channels = [512] * 7
 
-    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, img: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:
         feats, x = [], img
         for idx, layer in enumerate(self.net.features):
             x = layer(x)
             if idx in VGG16_TAPS:
                 feats.append(x)
-        return feats
+        return self._layout(feats, channels_last)
 
 
 class EfficientNetLite0Backbone(FrozenBackbone):
@@ -135,14 +235,14 @@ class EfficientNetLite0Backbone(FrozenBackbone):
         self.register_buffer("scale", (std / 0.5).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((mean - 0.5) / 0.5).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, img: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:
         x = self.net.stem(img * self.scale + self.shift)
         feats = []
         for idx, block in enumerate(self.net._blocks):
             x = block(x)
             if idx in self.LEVEL_OF_BLOCK:
                 feats.append(x)
-        return feats
+        return self._layout(feats, channels_last)
 
     def classify(self, img: torch.Tensor) -> torch.Tensor:
         """ImageNet logits for an ImageNet-normalised image (checks the loaded weights)."""

@@ -5,6 +5,10 @@ Squeezing block f_p^sqz: three [CP 4D conv, GroupNorm(4), ReLU], channels n_p ->
 128, strides on the support dims only, so the support dims shrink to about 2x2 while the
 query dims keep their size. Mixing block f_p^mix: upsample the coarser block's query dims
 bilinearly, add, then three [CP 4D conv 128 -> 128, k 3, GroupNorm, ReLU].
+
+Every 4D tensor of the learner is kept channels-last (memory order B, Ha, Wa, Hb, Wb, C, see
+:mod:`hsnet_lite.conv4d`): the convs, GroupNorm, ReLU, upsampling and pooling below all read and
+write it in place, with no permute copies between layers.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv4d import CenterPivotConv4d
+from .conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
 
 CHANNELS = (16, 64, 128)
 GROUPS = 4
@@ -22,11 +26,45 @@ GROUPS = 4
 SQUEEZE_CONFIG = {3: ((3, 3, 3), (2, 2, 2)), 2: ((5, 3, 3), (4, 2, 2)), 1: ((5, 5, 3), (4, 4, 2))}
 
 
+class GroupNorm4d(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state-dict keys) for 6D correlation tensors, with the
+    block's ReLU fused in (``relu=True``).
+
+    A channels-last 6D tensor stays channels-last: it is normalised as a (B, C, Ha*Wa*Hb*Wb, 1)
+    channels-last image, which PyTorch's group norm reads and writes in place (it would copy any
+    other 6D layout). The ReLU is applied in place to that image, the norm's own output, not to
+    the 6D view of it: an in-place op on a view would make autograd copy the gradient back.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 relu: bool = False) -> None:
+        super().__init__(num_groups, num_channels, eps, affine)
+        self.relu = relu
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_channels_last_6d(x):
+            out = super().forward(x)
+            return F.relu_(out) if self.relu else out
+        b, c, *dims = x.shape
+        image = x.permute(0, 2, 3, 4, 5, 1).reshape(b, -1, 1, c).permute(0, 3, 1, 2)
+        out = F.group_norm(image, self.num_groups, self.weight, self.bias, self.eps)
+        if self.relu:
+            out = F.relu_(out)
+        return out.permute(0, 2, 3, 1).reshape(b, *dims, c).permute(0, 5, 1, 2, 3, 4)
+
+
 def conv4d_block(in_ch: int, out_chs: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
-    """[CenterPivotConv4d, GroupNorm, ReLU] x len(out_chs): indices 0, 3, 6 are the convs."""
+    """[CenterPivotConv4d, GroupNorm, ReLU] x len(out_chs): indices 0, 3, 6 are the convs.
+
+    The ReLU runs fused into the GroupNorm (:class:`GroupNorm4d`); its slot (2, 5, 8) holds an
+    ``nn.Identity`` so that module indices and state-dict keys stay those of the paper's layout.
+    """
     layers: list[nn.Module] = []
     for out_ch, k, s in zip(out_chs, kernels, strides):
-        layers += [CenterPivotConv4d(in_ch, out_ch, k, s), nn.GroupNorm(GROUPS, out_ch), nn.ReLU(inplace=True)]
+        layers += [CenterPivotConv4d(in_ch, out_ch, k, s), GroupNorm4d(GROUPS, out_ch, relu=True), nn.Identity()]
         in_ch = out_ch
     return nn.Sequential(*layers)
 
@@ -45,18 +83,27 @@ def mix_block(channels: int = CHANNELS[-1]) -> nn.Sequential:
 def upsample_query_dims(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear (align_corners=True) resize of the query dims (Ha, Wa) of a 6D tensor.
 
-    Trilinear interpolation over (Ha, Wa, Hb*Wb) with the last dim kept is exactly the 2D
-    bilinear resize of each support slice, and needs no permute of the 6D tensor.
+    Channels-last: the tensor is a (B, Hb*Wb*C, Ha, Wa) channels-last image, resized in place of
+    any permute. Otherwise trilinear interpolation over (Ha, Wa, Hb*Wb) with the last dim kept,
+    exactly the 2D bilinear resize of each support slice.
     """
     b, c, ha, wa, hb, wb = x.shape
     if (ha, wa) == tuple(size):
         return x
+    if is_channels_last_6d(x):
+        image = x.permute(0, 2, 3, 4, 5, 1).reshape(b, ha, wa, hb * wb * c).permute(0, 3, 1, 2)
+        y = F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=True)
+        return y.permute(0, 2, 3, 1).reshape(b, size[0], size[1], hb, wb, c).permute(0, 5, 1, 2, 3, 4)
     y = F.interpolate(x.reshape(b, c, ha, wa, hb * wb), size=(*size, hb * wb), mode="trilinear", align_corners=True)
     return y.view(b, c, size[0], size[1], hb, wb)
 
 
 def pool_support_dims(x: torch.Tensor) -> torch.Tensor:
-    """Pooling layer: average over the two support dims, (B, C, Ha, Wa, Hb, Wb) -> (B, C, Ha, Wa)."""
+    """Pooling layer: average over the two support dims, (B, C, Ha, Wa, Hb, Wb) -> (B, C, Ha, Wa)
+    (channels-last in, channels-last out)."""
+    if is_channels_last_6d(x):
+        b, c, ha, wa, hb, wb = x.shape
+        return x.permute(0, 2, 3, 4, 5, 1).reshape(b, ha, wa, hb * wb, c).mean(dim=3).permute(0, 3, 1, 2)
     return x.mean(dim=(-2, -1))
 
 
@@ -94,7 +141,11 @@ class HSNetLearner(nn.Module):
         self.decoder = Decoder()
 
     def encode(self, hypercorr: dict[int, torch.Tensor]) -> torch.Tensor:
-        """Squeeze and mix the hypercorrelation into a (B, 128, H1, W1, 2, 2) tensor."""
+        """Squeeze and mix the hypercorrelation into a (B, 128, H1, W1, 2, 2) tensor.
+
+        Works channels-last throughout; a standard-layout hypercorrelation is converted first.
+        """
+        hypercorr = {p: c if is_channels_last_6d(c) else to_channels_last_6d(c) for p, c in hypercorr.items()}
         top = self.levels[0]
         coarse = self.squeeze[str(top)](hypercorr[top])
         for prev, p in zip(self.levels, self.levels[1:]):

@@ -9,8 +9,18 @@ Dims (Ha, Wa) are the *query* positions x and (Hb, Wb) the *support* positions x
   convolution over the query dims (kernel ``k_c'``, Eq. 7) plus one over the support dims
   (kernel ``k_c``, Eq. 6). Its cost grows with 2 k^2.
 
-Both are written without any permute of the 6D tensor: a 2D convolution over two of the
-four spatial dims is a 3D convolution whose kernel is 1 along a flattened third dim.
+Both are written without any permute copy of the 6D tensor. :class:`CenterPivotConv4d` works
+fastest on a *channels-last* 6D tensor (memory order B, Ha, Wa, Hb, Wb, C; see
+:func:`to_channels_last_6d`): there, both of its 2D convolutions read the input in place --
+
+* support dims: the tensor viewed as a batch of B*Ha*Wa channels-last images (C, Hb, Wb);
+* query dims: the tensor viewed as B channels-last images (C, Ha, Wa*Hb*Wb), convolved with a
+  dilation of Hb*Wb along the second axis, so each kernel tap along Wa steps over a whole
+  support slice, and padding k//2 * Hb*Wb is exactly the zero padding of Wa;
+
+and both write the same memory order, so the two halves add up without any reordering. HSNet's
+learner keeps every 4D tensor channels-last; a standard (contiguous) input is converted on entry
+and the output is given back contiguous.
 """
 from __future__ import annotations
 
@@ -21,6 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 
 Int4 = tuple[int, int, int, int]
+
+
+def is_channels_last_6d(x: torch.Tensor) -> bool:
+    """True when the (B, C, Ha, Wa, Hb, Wb) tensor is stored in the order (B, Ha, Wa, Hb, Wb, C)."""
+    return x.dim() == 6 and x.permute(0, 2, 3, 4, 5, 1).is_contiguous()
+
+
+def to_channels_last_6d(x: torch.Tensor) -> torch.Tensor:
+    """The same (B, C, Ha, Wa, Hb, Wb) tensor stored channels-last (a copy unless it already is)."""
+    return x.permute(0, 2, 3, 4, 5, 1).contiguous().permute(0, 5, 1, 2, 3, 4)
 
 
 def _as4(value: int | Sequence[int], name: str) -> Int4:
@@ -125,26 +145,91 @@ class CenterPivotConv4d(nn.Module):
         self.support_conv = nn.Conv2d(
             in_channels, out_channels, k[2:], stride=s, padding=(k[2] // 2, k[3] // 2), bias=bias
         )
+        self._tap_index: dict = {}  # (Hb, Wb, device) -> kernel-tap index of _support_matrix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
-        b, c, ha, wa, hb, wb = x.shape
+        channels_last = is_channels_last_6d(x)
+        xl = x.permute(0, 2, 3, 4, 5, 1)  # (B, Ha, Wa, Hb, Wb, C): a view when channels-last
+        if not channels_last:
+            xl = xl.contiguous()
+        qb, sb = self.query_conv.bias, self.support_conv.bias
+        bias = None if qb is None else qb + sb  # both biases add up: fold them into one conv
+        out, flat = self._support_branch(xl, bias)  # Eq. 6; ``flat`` is ``out`` as its own base tensor
+        q = self._query_branch(xl)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
+        b, ha, wa, hb2, wb2, o = out.shape
+        if flat.dim() == 2:  # (B*Ha*Wa, Hb'*Wb'*O)
+            flat.add_(q.reshape(flat.shape))
+        else:  # (B*Ha*Wa, O, Hb', Wb') channels-last
+            flat.add_(q.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2))
+        out = out.permute(0, 5, 1, 2, 3, 4)
+        return out if channels_last else out.contiguous()
+
+    def _support_branch(self, xl: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 6: a 2D conv over (Hb, Wb) at every query position, on the channels-last view.
+
+        Returns the (B, Ha, Wa, Hb', Wb', O) result and the tensor it views (the conv's own
+        output), which the query branch is added to in place.
+        """
+        b, ha, wa, hb, wb, c = xl.shape
+        conv = self.support_conv
+        kh, kw = conv.kernel_size
+        if hb * wb <= kh * kw:
+            # The whole support slice is no larger than the kernel (the mixing blocks' 2x2): the
+            # conv is one small linear map of the slice, computed without the padded taps.
+            weight, hb2, wb2 = self._support_matrix(hb, wb)
+            bias = None if bias is None else bias.repeat(hb2 * wb2)
+            flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), weight, bias)  # (B*Ha*Wa, Hb'*Wb'*O)
+            return flat.view(b, ha, wa, hb2, wb2, self.out_channels), flat
+        images = xl.reshape(b * ha * wa, hb, wb, c).permute(0, 3, 1, 2)
+        flat = F.conv2d(images, conv.weight, bias, self.support_stride, conv.padding)
+        flat = flat.contiguous(memory_format=torch.channels_last)  # a no-op unless C or O is 1
+        out = flat.permute(0, 2, 3, 1).reshape(b, ha, wa, flat.shape[2], flat.shape[3], self.out_channels)
+        return out, flat
+
+    def _query_branch(self, xl: torch.Tensor) -> torch.Tensor:
+        """Eq. 7: a 2D conv over (Ha, Wa) at every strided support position (the pivots).
+
+        Inference reads the channels-last view with a dilated conv (no copy). When the kernel is
+        being trained, the pivots are copied to a batch of (C, Ha, Wa) images instead: oneDNN's
+        weight gradient of a dilated conv is several times slower than the plain one.
+        """
         sh, sw = self.support_stride
-        # Eq. 6 (support subspace): conv over (Hb, Wb) for every query position.
-        w2 = self.support_conv.weight.unsqueeze(2)  # (O, C, 1, k3, k4)
-        out_s = F.conv3d(
-            x.reshape(b, c, ha * wa, hb, wb), w2, self.support_conv.bias,
-            (1, sh, sw), (0,) + self.support_conv.padding,
-        )
-        hb2, wb2 = out_s.shape[-2:]
-        # Eq. 7 (query subspace): conv over (Ha, Wa) at the strided support positions.
-        pivots = x[..., ::sh, ::sw] if (sh, sw) != (1, 1) else x
-        w1 = self.query_conv.weight.unsqueeze(-1)  # (O, C, k1, k2, 1)
-        out_q = F.conv3d(
-            pivots.reshape(b, c, ha, wa, hb2 * wb2), w1, self.query_conv.bias,
-            1, self.query_conv.padding + (0,),
-        )
-        return out_s.view(b, -1, ha, wa, hb2, wb2) + out_q.view(b, -1, ha, wa, hb2, wb2)
+        conv = self.query_conv
+        pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
+        b, ha, wa, hb, wb, c = pivots.shape
+        if torch.is_grad_enabled() and conv.weight.requires_grad:
+            images = pivots.permute(0, 3, 4, 1, 2, 5).reshape(b * hb * wb, ha, wa, c).permute(0, 3, 1, 2)
+            out = F.conv2d(images.contiguous(memory_format=torch.channels_last), conv.weight, None, 1, conv.padding)
+            return out.permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, -1).permute(0, 3, 4, 1, 2, 5)
+        d = hb * wb
+        images = pivots.contiguous().reshape(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
+        out = F.conv2d(images, conv.weight, None, 1, (conv.padding[0], conv.padding[1] * d), (1, d))
+        return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
+
+    def _support_matrix(self, hb: int, wb: int) -> tuple[torch.Tensor, int, int]:
+        """The support conv on an (hb, wb) slice as a (Hb'*Wb'*O, hb*wb*C) matrix.
+
+        Entry ((i', j', o), (i, j, c)) is the kernel tap ``weight[o, c, i - s*i' + p, j - s*j' + p]``
+        or zero off the kernel, so ``slice @ matrix.T`` equals the padded, strided conv.
+        """
+        conv = self.support_conv
+        kh, kw = conv.kernel_size
+        (sh, sw), (ph, pw) = self.support_stride, conv.padding
+        hb2, wb2 = (hb + 2 * ph - kh) // sh + 1, (wb + 2 * pw - kw) // sw + 1
+        key = (hb, wb, conv.weight.device)
+        idx = self._tap_index.get(key)
+        if idx is None:
+            ti = torch.arange(hb).view(1, -1) - sh * torch.arange(hb2).view(-1, 1) + ph  # (hb2, hb)
+            tj = torch.arange(wb).view(1, -1) - sw * torch.arange(wb2).view(-1, 1) + pw  # (wb2, wb)
+            ti, tj = ti.view(hb2, 1, hb, 1), tj.view(1, wb2, 1, wb)
+            valid = (ti >= 0) & (ti < kh) & (tj >= 0) & (tj < kw)
+            idx = torch.where(valid, ti * kw + tj, kh * kw).reshape(hb2 * wb2, hb * wb)  # kh*kw: a zero tap
+            idx = self._tap_index[key] = idx.to(conv.weight.device)
+        o, c = conv.weight.shape[:2]
+        taps = F.pad(conv.weight.reshape(o, c, kh * kw), (0, 1))  # (O, C, kh*kw + 1), last tap zero
+        matrix = taps[:, :, idx]  # (O, C, Hb'*Wb', hb*wb)
+        return matrix.permute(2, 0, 3, 1).reshape(hb2 * wb2 * o, hb * wb * c), hb2, wb2
 
     def to_dense(self) -> Conv4d:
         """The equivalent dense :class:`Conv4d` (kernel zero off the center-pivot cross).

@@ -77,8 +77,8 @@ class HSNet(nn.Module):
         self.learner = HSNetLearner(counts)
 
     def extract(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone features this configuration uses, shallow to deep."""
-        feats = self.backbone(img)
+        """The backbone features this configuration uses, shallow to deep (channels-last)."""
+        feats = self.backbone(img, channels_last=True)
         return [feats[i] for i in self.layer_ids]
 
     @torch.no_grad()
@@ -90,13 +90,14 @@ class HSNet(nn.Module):
         The query goes through the backbone and the L2 normalisation once per episode;
         all B*K supports go through the backbone in one batch.
         """
-        b, k = support_imgs.shape[:2]
         query = [l2_normalize(f) for f in self.extract(query_img)]
         support = self.extract(support_imgs.flatten(0, 1))
-        if self.use_support_mask:
-            support = mask_features(support, support_masks.flatten(0, 1))
+        masks = support_masks.flatten(0, 1) if self.use_support_mask else None
+        if masks is not None:
+            support = mask_features(support, masks)
         support = [l2_normalize(f) for f in support]
-        return hypercorrelation(query, support, self.feature_levels, normalized=True)
+        # with the masks, the support background's correlations (exact zeros) are not computed
+        return hypercorrelation(query, support, self.feature_levels, normalized=True, support_masks=masks)
 
     def forward(
         self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
@@ -114,6 +115,7 @@ class HSNet(nn.Module):
         b, k = support_imgs.shape[:2]
         logits = self.learner(self.hypercorrelation(query_img, support_imgs, support_masks))
         logits = F.interpolate(logits, size=query_img.shape[-2:], mode="bilinear", align_corners=True)
+        logits = logits.contiguous()  # the learner works channels-last; hand back the standard layout
         return logits if k == 1 else logits.view(b, k, *logits.shape[1:])
 
     @torch.no_grad()
@@ -122,9 +124,24 @@ class HSNet(nn.Module):
     ) -> torch.Tensor:
         """(B, H, W) 0/1 query mask: argmax for 1-shot, :func:`kshot_vote` for K-shot."""
         logits = self(query_img, support_imgs, support_masks)
-        if logits.dim() == 4:
-            return logits.argmax(dim=1)
-        return kshot_vote(logits.argmax(dim=2))
+        dim = 1 if logits.dim() == 4 else 2
+        if logits.shape[dim] == 2:  # argmax of two classes (ties -> 0, like argmax), without a slow reduction
+            labels = (logits.select(dim, 1) > logits.select(dim, 0)).long()
+        else:
+            labels = logits.argmax(dim=dim)
+        return labels if dim == 1 else kshot_vote(labels)
+
+    def compile_learner(self, **compile_kwargs) -> "HSNet":
+        """Optional speed mode: compile the learner in place with ``torch.compile``.
+
+        ``nn.Module.compile`` keeps the module tree, so ``state_dict`` keys, checkpoints and
+        :func:`~hsnet_lite.checkpoints.load_official_checkpoint` are unaffected. Each new input
+        shape (batch size, image size, K) is compiled on its first call, which takes about a
+        minute on a small CPU; later calls reuse it. ``python -m hsnet_lite.bench --modes
+        compile`` reports the speed and the agreement of its masks with the eager fp32 ones.
+        """
+        self.learner.compile(**compile_kwargs)
+        return self
 
     @staticmethod
     def loss(logits: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,374 @@
+"""Every speed optimisation computes the same thing as the plain way (no timing asserted here).
+
+Covered: the channels-last center-pivot conv (both query-branch variants, the small-support
+linear map, fused biases), the fused GroupNorm+ReLU, channels-last upsampling and pooling,
+the in-place / masked-support correlation, the folded-BatchNorm backbone and its cache,
+HSNet against the authors'-style reference end to end (forward, K-shot, gradients), the
+two-class argmax, the bf16 / compile modes, and the benchmark's helpers.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hsnet_lite import HSNet, load_official_checkpoint
+from hsnet_lite.backbones import build_backbone
+from hsnet_lite.blocks import GroupNorm4d, mix_block, pool_support_dims, squeeze_block, upsample_query_dims
+from hsnet_lite.conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
+from hsnet_lite.correlation import cosine_correlation, hypercorrelation, l2_normalize, mask_features
+from hsnet_lite.model import kshot_vote
+from hsnet_lite.reference import ReferenceCPConv4d, ReferenceHSNet
+
+
+def reference_twin(cp: CenterPivotConv4d) -> ReferenceCPConv4d:
+    k, s = cp.kernel_size[0], cp.support_stride[0]
+    ref = ReferenceCPConv4d(cp.in_channels, cp.out_channels, k, s)
+    ref.conv1.load_state_dict(cp.query_conv.state_dict())
+    ref.conv2.load_state_dict(cp.support_conv.state_dict())
+    return ref
+
+
+# kernel, support stride, in, out, (Ha, Wa, Hb, Wb): the HSNet layer kinds at a small size
+CP_CASES = [
+    (3, 2, 3, 16, (7, 6, 13, 13)),   # f3 layer 1
+    (5, 4, 4, 16, (6, 5, 25, 25)),   # f1/f2 layer 1
+    (5, 4, 16, 8, (5, 6, 13, 13)),   # f1 layer 2
+    (3, 2, 8, 12, (6, 6, 4, 4)),     # last squeeze layer: 4x4 -> 2x2
+    (3, 1, 16, 16, (7, 5, 2, 2)),    # mixing layer: 2x2 support, the linear-map path
+    (3, 1, 4, 6, (5, 5, 3, 3)),      # 3x3 support = kernel area: linear-map path, stride 1
+    (3, 1, 1, 4, (5, 5, 1, 3)),      # one input channel (a level with a single layer)
+    (3, 2, 2, 1, (5, 4, 6, 6)),      # one output channel
+]
+
+
+@pytest.mark.parametrize("k,s,cin,cout,dims", CP_CASES)
+def test_channels_last_cp_conv_equals_reference_forward(k, s, cin, cout, dims):
+    cp = CenterPivotConv4d(cin, cout, k, s)
+    ref = reference_twin(cp)
+    x = torch.rand(2, cin, *dims)
+    with torch.no_grad():
+        expected = ref(x)
+        out_std = cp(x)
+        out_cl = cp(to_channels_last_6d(x))
+    assert out_std.shape == expected.shape == out_cl.shape
+    if cin > 1:  # (with one channel both layouts coincide; the layer then answers channels-last)
+        assert out_std.is_contiguous()  # standard layout in -> standard layout out
+    assert is_channels_last_6d(out_cl)  # channels-last in -> channels-last out
+    assert torch.allclose(out_std, expected, atol=1e-5)
+    assert torch.allclose(out_cl, expected, atol=1e-5)
+    assert torch.allclose(out_cl, cp.to_dense()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("k,s,cin,cout,dims", CP_CASES)
+def test_channels_last_cp_conv_gradients_equal_reference(k, s, cin, cout, dims):
+    """Training path (pivots copied to a batch of images) against the reference: input, both
+    kernels and both biases (each bias gets the gradient of the fused one)."""
+    cp = CenterPivotConv4d(cin, cout, k, s)
+    ref = reference_twin(cp)
+    x = to_channels_last_6d(torch.rand(2, cin, *dims)).requires_grad_()
+    xr = x.detach().contiguous().requires_grad_()
+    g = torch.randn_like(ref(xr))
+    ours = torch.autograd.grad((cp(x) * g).sum(), [x, *cp.query_conv.parameters(), *cp.support_conv.parameters()])
+    theirs = torch.autograd.grad((ref(xr) * g).sum(), [xr, *ref.conv1.parameters(), *ref.conv2.parameters()])
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+
+
+def test_query_branch_inference_and_training_variants_agree():
+    """The dilated-conv query branch (inference) equals the copied-pivots one (training)."""
+    cp = CenterPivotConv4d(6, 8, (5, 3, 3, 3), (2, 2))
+    xl = to_channels_last_6d(torch.rand(2, 6, 7, 5, 9, 8)).permute(0, 2, 3, 4, 5, 1)
+    with torch.no_grad():
+        dilated = cp._query_branch(xl)
+    copied = cp._query_branch(xl)  # grad enabled and the kernel requires grad
+    assert copied.requires_grad
+    assert torch.allclose(dilated, copied, atol=1e-5)
+
+
+def test_support_linear_map_equals_conv():
+    """The small-support linear map, for every stride/padding and support size it may meet."""
+    for k, s, (hb, wb) in [(3, 1, (2, 2)), (3, 1, (1, 1)), (3, 2, (3, 3)), (3, 1, (3, 2)), (5, 1, (4, 5)), (5, 2, (3, 4))]:
+        cp = CenterPivotConv4d(5, 7, k, s)
+        x = torch.rand(3, hb, wb, 5)
+        matrix, hb2, wb2 = cp._support_matrix(hb, wb)
+        via_map = F.linear(x.reshape(3, -1), matrix, cp.support_conv.bias.repeat(hb2 * wb2))
+        via_conv = cp.support_conv(x.permute(0, 3, 1, 2))
+        assert via_conv.shape[-2:] == (hb2, wb2)
+        assert torch.allclose(via_map.view(3, hb2, wb2, 7).permute(0, 3, 1, 2), via_conv, atol=1e-5)
+
+
+def test_groupnorm4d_fused_relu_matches_groupnorm_then_relu():
+    gn = GroupNorm4d(4, 8, relu=True)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.5, 0.5)
+    plain = torch.nn.GroupNorm(4, 8)
+    plain.load_state_dict(gn.state_dict())  # same parameters and keys
+    x = torch.randn(2, 8, 5, 4, 3, 2)
+    expected = F.relu(plain(x))
+    xc = to_channels_last_6d(x).requires_grad_()
+    out = gn(xc)
+    assert is_channels_last_6d(out)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(gn(x), expected, atol=1e-5)  # standard layout too
+    g = torch.randn_like(expected)
+    gx, gw = torch.autograd.grad((out * g).sum(), [xc, gn.weight])
+    xs = x.clone().requires_grad_()
+    ex, ew = torch.autograd.grad((F.relu(plain(xs)) * g).sum(), [xs, plain.weight])
+    assert torch.allclose(gx, ex, atol=1e-5) and torch.allclose(gw, ew, atol=1e-5)
+
+
+def test_channels_last_upsample_and_pool_match_standard_layout():
+    x = torch.randn(2, 5, 7, 6, 2, 3)
+    xc = to_channels_last_6d(x)
+    up, up_cl = upsample_query_dims(x, (13, 11)), upsample_query_dims(xc, (13, 11))
+    assert is_channels_last_6d(up_cl) and up_cl.shape == up.shape == (2, 5, 13, 11, 2, 3)
+    assert torch.allclose(up, up_cl, atol=1e-6)
+    # the reference's per-support-slice bilinear resize
+    slices = x.permute(0, 4, 5, 1, 2, 3).reshape(-1, 5, 7, 6)
+    ref = F.interpolate(slices, (13, 11), mode="bilinear", align_corners=True)
+    assert torch.allclose(up_cl, ref.view(2, 2, 3, 5, 13, 11).permute(0, 3, 4, 5, 1, 2), atol=1e-6)
+    pooled = pool_support_dims(xc)
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(pooled, x.mean(dim=(-2, -1)), atol=1e-6)
+
+
+def test_blocks_channels_last_equal_standard_layout():
+    torch.manual_seed(0)
+    for block, x in [(squeeze_block(1, 3), torch.rand(2, 3, 6, 5, 25, 25)), (mix_block(), torch.rand(1, 128, 5, 4, 2, 2))]:
+        with torch.no_grad():
+            a, b = block(x), block(to_channels_last_6d(x))
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def old_hypercorrelation(query, support, levels):
+    """The previous implementation: one correlation per layer, torch.stack along dim 1."""
+    per = {}
+    for q, s, p in zip(query, support, levels):
+        per.setdefault(p, []).append(cosine_correlation(l2_normalize(q), l2_normalize(s)))
+    return {p: torch.stack(c, dim=1) for p, c in per.items()}
+
+
+def blob_masks(n, size, seed=0):
+    """0/1 masks with a random rectangle each (some positions empty, some not)."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(n, size, size)
+    for i in range(n):
+        y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
+        masks[i, y0:y0 + h, x0:x0 + w] = 1
+    return masks
+
+
+@pytest.mark.parametrize("b,k", [(1, 1), (2, 3)])
+def test_inplace_and_masked_correlation_equal_stacked_dense(b, k):
+    levels = [1, 1, 2, 2, 2, 3]
+    sizes = {1: 12, 2: 6, 3: 3}
+    g = torch.Generator().manual_seed(1)
+    query = [torch.randn(b, 8, sizes[p], sizes[p], generator=g) for p in levels]
+    support = [torch.randn(b * k, 8, sizes[p], sizes[p], generator=g) for p in levels]
+    masks = blob_masks(b * k, 48)
+    if b * k > 1:
+        masks[-1] = 0  # an empty support mask
+        masks[0] = 1  # a full one: dense columns within the sparse path
+    masked = mask_features(support, masks)
+    expected = old_hypercorrelation(query, masked, levels)
+    for cl in (False, True):
+        q = [f.contiguous(memory_format=torch.channels_last) for f in query] if cl else query
+        s = [f.contiguous(memory_format=torch.channels_last) for f in masked] if cl else masked
+        for hint in (None, masks):
+            got = hypercorrelation(q, s, levels, support_masks=hint)
+            assert set(got) == set(expected)
+            for p in got:
+                assert is_channels_last_6d(got[p])
+                assert torch.allclose(got[p], expected[p], atol=1e-6)
+    if b * k > 1:
+        assert all(c[-1].abs().sum() == 0 for c in hypercorrelation(query, masked, levels, support_masks=masks).values())
+
+
+def test_correlation_keeps_autograd_when_features_require_grad():
+    q = torch.randn(1, 4, 5, 5, requires_grad=True)
+    s = torch.randn(1, 4, 5, 5)
+    c = hypercorrelation([q], [s], [1])[1]
+    assert c.requires_grad
+    c.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_folded_resnet_backbone_equals_module_forward():
+    torch.manual_seed(0)
+    bb = build_backbone("resnet50", weights=None)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that folding matters
+        for m in bb.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    img = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        folded = bb(img)
+        folded_cl = bb(img, channels_last=True)
+        n = bb.net
+        x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(img)))))
+        plain = []
+        for stage in (n.layer2, n.layer3, n.layer4):
+            for block in stage:
+                x = bb._module_bottleneck_before_relu(block, x)
+                plain.append(x)
+                x = F.relu(x)
+    assert len(folded) == len(plain) == 13
+    for a, b, c in zip(folded, folded_cl, plain):
+        assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a, b)
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-4 * c.abs().max().item())
+
+
+def test_fold_cache_follows_weight_changes_and_keeps_state_dict():
+    torch.manual_seed(0)
+    bb = build_backbone("resnet50", weights=None)
+    keys = set(bb.state_dict())
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = bb(img)[-1]
+        assert set(bb.state_dict()) == keys  # the cache is not a buffer: no new keys
+        state = {k: v.clone() for k, v in bb.state_dict().items()}
+        state["net.layer4.2.bn3.bias"] += 1.0
+        bb.load_state_dict(state)
+        after = bb(img)[-1]
+        assert torch.allclose(after, before + 1.0, atol=1e-3)  # the last BN's bias reaches the tap
+        bb.net.layer4[2].bn3.weight.mul_(0.5)  # an in-place edit invalidates the cache too
+        edited = bb(img)[-1]
+        fresh = build_backbone("resnet50", weights=None)
+        fresh.load_state_dict(bb.state_dict())
+        assert not torch.allclose(edited, after)
+        assert torch.equal(edited, fresh(img)[-1])
+
+
+def test_unfrozen_backbone_keeps_gradients_through_the_module_path():
+    bb = build_backbone("resnet50", weights=None)
+    bb.net.layer4[2].conv3.weight.requires_grad_(True)
+    out = bb(torch.randn(1, 3, 64, 64))[-1].sum()
+    out.backward()
+    assert bb.net.layer4[2].conv3.weight.grad is not None
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(3)
+    ref = ReferenceHSNet("resnet50").eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ours = HSNet("resnet50", weights=None)
+    load_official_checkpoint(ours, {"module." + k: v for k, v in ref.state_dict().items()})
+    return ours.eval(), ref
+
+
+def ellipse_masks(b, k, size):
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    out = torch.zeros(b, k, size, size)
+    for i in range(b * k):
+        cy, cx, ry, rx = size * (0.4 + 0.05 * i), size * 0.5, size * (0.3 - 0.02 * i), size * 0.2
+        out.view(-1, size, size)[i] = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).float()
+    return out
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_hsnet_equals_reference_one_shot(pair, full):
+    ours, ref = pair
+    g = torch.Generator().manual_seed(0)
+    q, s = torch.randn(2, 3, 128, 128, generator=g), torch.randn(2, 1, 3, 128, 128, generator=g)
+    m = torch.ones(2, 1, 128, 128) if full else ellipse_masks(2, 1, 128)
+    with torch.no_grad():
+        theirs = ref(q, s[:, 0], m[:, 0])
+        mine = ours(q, s, m)
+    assert mine.is_contiguous()
+    assert (mine - theirs).abs().max() < 1e-4
+
+
+def test_hsnet_kshot_equals_reference(pair):
+    ours, ref = pair
+    g = torch.Generator().manual_seed(1)
+    q, s = torch.randn(1, 3, 128, 128, generator=g), torch.randn(1, 3, 3, 128, 128, generator=g)
+    m = ellipse_masks(1, 3, 128)
+    with torch.no_grad():
+        per_shot = ours(q, s, m)
+        for i in range(3):
+            assert (per_shot[:, i] - ref(q, s[:, i], m[:, i])).abs().max() < 1e-4
+        assert torch.equal(ours.predict_mask(q, s, m).float(), ref.predict_mask_nshot(q, s, m).float())
+
+
+def test_training_gradients_equal_reference(pair):
+    ours, ref = copy.deepcopy(pair[0]).train(), copy.deepcopy(pair[1]).train()
+    ref.backbone.eval()
+    g = torch.Generator().manual_seed(2)
+    q, s = torch.randn(2, 3, 128, 128, generator=g), torch.randn(2, 1, 3, 128, 128, generator=g)
+    m = ellipse_masks(2, 1, 128)
+    gt = (torch.rand(2, 128, 128, generator=g) > 0.5).long()
+    ours.loss(ours(q, s, m), gt).backward()
+    F.cross_entropy(ref(q, s[:, 0], m[:, 0]), gt).backward()
+    from hsnet_lite.checkpoints import our_key_to_official
+    theirs = dict(ref.named_parameters())
+    for k, p in ours.learner.named_parameters():
+        other = theirs[our_key_to_official("learner." + k)[len("module."):]].grad
+        if other.abs().max() == 0:  # e.g. a level whose correlations are all zero at this size
+            assert p.grad.abs().max() < 1e-9, k
+            continue
+        # a loss averaged over many pixels cancels a lot: compare directions and sizes, not digits
+        assert F.cosine_similarity(p.grad.flatten(), other.flatten(), dim=0) > 0.9999, k
+        assert (p.grad - other).abs().max() < 2e-2 * other.abs().max(), k
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return HSNet("efficientnet-lite0", weights=None).eval()
+
+
+def test_two_class_argmax_equals_argmax(small):
+    logits = torch.randn(2, 3, 2, 9, 9)
+    logits[0, 0, :, 0, 0] = 0.5  # a tie goes to class 0, as with argmax
+    assert torch.equal((logits[:, :, 1] > logits[:, :, 0]).long(), logits.argmax(2))
+    model = small
+    q, s = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 3, 64, 64)
+    m = (torch.rand(1, 3, 64, 64) > 0.5).float()
+    with torch.no_grad():
+        assert torch.equal(model.predict_mask(q, s, m), kshot_vote(model(q, s, m).argmax(2)))
+        assert torch.equal(model.predict_mask(q, s[:, :1], m[:, :1]), model(q, s[:, :1], m[:, :1]).argmax(1))
+
+
+def test_bf16_autocast_runs_and_mostly_agrees(small):
+    model = small
+    q, s = torch.randn(1, 3, 64, 64), torch.randn(1, 2, 3, 64, 64)
+    m = ellipse_masks(1, 2, 64)
+    with torch.no_grad():
+        logits = model(q, s, m)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(q, s, m)
+    assert low.shape == logits.shape and torch.isfinite(low.float()).all()
+    assert (low.float() - logits).abs().max() < 0.1 * logits.abs().max()
+
+
+def test_compile_learner_keeps_state_dict_keys():
+    model = HSNet("efficientnet-lite0", weights=None)
+    keys = list(model.state_dict())
+    assert model.compile_learner() is model  # compiles lazily, on the first call
+    assert list(model.state_dict()) == keys
+
+
+def test_bench_helpers_and_layer_section_smoke(monkeypatch):
+    from hsnet_lite import bench
+
+    masks = bench.object_masks(5)
+    cover = masks.mean(dim=(2, 3))
+    assert masks.shape == (1, 5, 400, 400) and ((cover > 0.15) & (cover < 0.3)).all()
+    t = bench.interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, repeats=2)
+    assert len(t["a"].wall) == len(t["b"].cpu) == 2
+    assert bench.verdict(2.5, 2.0) == "PASS" and bench.verdict(1.5, 2.0) == "MISS"
+    monkeypatch.setattr(bench, "HSNET_LAYERS", [("tiny", 3, 4, 3, 2, (5, 5, 7, 7)), ("tiny mix", 8, 8, 3, 1, (5, 5, 2, 2))])
+    lines = bench.bench_layers(repeats=1, quick=False)
+    rows = [line for line in lines if line.strip().startswith(("tiny", "all layers"))]
+    assert len(rows) == 3 and all(r.rstrip().endswith(("PASS", "MISS")) for r in rows)

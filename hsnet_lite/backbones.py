@@ -106,6 +106,8 @@ class FrozenBackbone(nn.Module):
                                                      bn.running_mean, bn.running_var) if t is not None]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
+        if any(t.is_inference() for t in tensors):
+            return None  # inference tensors (a model built under torch.inference_mode) have no version counter
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         cache = self.__dict__.get("_fold_cache")
         if cache is None or cache[0] != key:

@@ -246,6 +246,13 @@ def test_fold_cache_follows_weight_changes_and_keeps_state_dict():
         assert torch.equal(edited, fresh(img)[-1])
 
 
+def test_backbone_built_under_inference_mode_runs():
+    with torch.inference_mode():  # inference tensors have no version counter: the module path runs
+        bb = build_backbone("resnet50", weights=None)
+        feats = bb(torch.randn(1, 3, 64, 64))
+    assert len(feats) == 13
+
+
 def test_unfrozen_backbone_keeps_gradients_through_the_module_path():
     bb = build_backbone("resnet50", weights=None)
     bb.net.layer4[2].conv3.weight.requires_grad_(True)

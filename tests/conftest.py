@@ -1,9 +1,12 @@
 import os
 
+import matplotlib
 import pytest
 import torch
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Agg for this process only: an MPLBACKEND variable would leak into the nbval kernels that the
+# same pytest run starts, and their inline figures would vanish.
+matplotlib.use("Agg")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

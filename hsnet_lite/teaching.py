@@ -105,6 +105,22 @@ VOTE_EXAMPLE = torch.tensor([
     [[0, 1, 0], [1, 0, 0]],
 ])
 
+
+def _miou_areas_example() -> float:
+    from .metrics import FewShotMeter
+    from .training_viz import masks_from_areas
+
+    meter = FewShotMeter({c for c, *_ in MIOU_EXAMPLE})
+    for cls, gt, pred, overlap in MIOU_EXAMPLE:
+        p, g = masks_from_areas(gt, pred, overlap)
+        meter.update(p[None], g[None], [cls])
+    return round(meter.miou(), 1)
+
+
+# Four 10x10 query episodes for the exercise of notebook 07:
+# (class id, object pixels, predicted pixels, overlap of the two).
+MIOU_EXAMPLE = ((0, 40, 30, 30), (0, 10, 0, 0), (1, 8, 17, 5), (1, 48, 47, 45))
+
 EXERCISES: dict[str, Exercise] = {
     "01-pascal-fold2": Exercise(
         "Which VOC class names does PASCAL-5i fold 2 test on (a list of 5 names)?",
@@ -127,6 +143,10 @@ EXERCISES: dict[str, Exercise] = {
     "06-kshot-vote": Exercise(
         "The 2x3 mask (a list of lists of 0/1) that the K-shot vote makes of VOTE_EXAMPLE?",
         _vote_example, "sum the votes, divide by the largest sum, keep pixels >= 0.5"),
+    "07-miou-areas": Exercise(
+        "The paper's mIoU (percent, one decimal) of the four episodes of MIOU_EXAMPLE?",
+        _miou_areas_example, "per class, sum the intersections and the unions over its episodes and divide, "
+        "then average the classes' IoUs (not the mean of the episodes' IoUs)"),
 }
 
 

@@ -58,6 +58,13 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
     return weight, bias
 
 
+def fast_format(device: torch.device) -> torch.memory_format:
+    """The memory format the folded convs run in: channels-last for oneDNN on the CPU; the
+    standard layout elsewhere (cuDNN's fp32 convolutions are NCHW kernels: they would convert a
+    channels-last tensor before and after every conv)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 class FrozenBackbone(nn.Module):
     """Base class: parameters frozen, always in eval mode (BatchNorm statistics fixed).
 
@@ -114,7 +121,7 @@ class FrozenBackbone(nn.Module):
             fused = {}
             for conv, bn in pairs:
                 w, b = fold_batchnorm(conv, bn)
-                fused[conv] = (w.contiguous(memory_format=torch.channels_last), b)
+                fused[conv] = (w.contiguous(memory_format=fast_format(w.device)), b)
             cache = self.__dict__["_fold_cache"] = (key, fused)
         return cache[1]
 
@@ -152,7 +159,7 @@ class ResNetBackbone(FrozenBackbone):
         """One bottleneck up to its final ReLU (excluded), computed the way :meth:`forward` does."""
         fused = self.folded()
         if fused is not None:
-            return self._folded_bottleneck_before_relu(block, x.contiguous(memory_format=torch.channels_last), fused)
+            return self._folded_bottleneck_before_relu(block, x.contiguous(memory_format=fast_format(x.device)), fused)
         return self._module_bottleneck_before_relu(block, x)
 
     @staticmethod
@@ -187,7 +194,7 @@ class ResNetBackbone(FrozenBackbone):
                     x = F.relu(x)
             return self._layout(feats, channels_last)
         w, b = fused[n.conv1]
-        x = img.contiguous(memory_format=torch.channels_last)
+        x = img.contiguous(memory_format=fast_format(img.device))
         x = n.maxpool(F.relu_(F.conv2d(x, w, b, n.conv1.stride, n.conv1.padding)))
         for block in n.layer1:
             x = F.relu_(self._folded_bottleneck_before_relu(block, x, fused))

@@ -1,6 +1,6 @@
 """``python -m hsnet_lite.bench``: hsnet-lite against the authors'-style baseline, in one run.
 
-Everything is measured here and now, on this machine's CPU, in fp32, side by side with
+Everything is measured here and now, on this machine's CPU (or GPU), in fp32, side by side with
 :mod:`hsnet_lite.reference` (the authors' way: index_select pruning and permute/contiguous
 round trips in every center-pivot conv, the whole network once per support in K-shot):
 
@@ -20,10 +20,15 @@ of the process CPU time, which a busy machine disturbs less than the wall clock.
 shared with other jobs, run it as ``OMP_WAIT_POLICY=PASSIVE python -m hsnet_lite.bench``: idle
 OpenMP threads then sleep instead of spinning, and a descheduled thread no longer stalls every
 parallel region of both networks (the ratios become stable; the setting is printed).
+
+``--device cuda`` runs sections 1-6 on a GPU (fp32 with TF32 off; TF32 and CUDA graphs are
+extra modes; memory from torch's allocator statistics) and ``--backbone resnet101`` switches
+sections 2-6 to the paper's efficiency backbone; ``scripts/gpu_bench.sh`` runs that set.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -44,8 +49,11 @@ from .model import HSNet
 from .reference import ReferenceCPConv4d, ReferenceHSNet
 
 IMG = 400
+DEVICE = torch.device("cpu")  # set by --device
+BACKBONE = "resnet50"  # set by --backbone
 SECTIONS = ("layers", "1shot", "train", "5shot", "memory", "modes")
-MODES = ("bf16", "compile")
+MODES = ("bf16", "compile", "tf32", "cudagraphs")
+NAMES = {"resnet50": "ResNet50", "resnet101": "ResNet101"}
 # Squeezing and mixing layers of a ResNet50 HSNet at 400x400:
 # name, in, out, kernel, support stride, (Ha, Wa, Hb, Wb) of the input.
 HSNET_LAYERS = [
@@ -81,24 +89,38 @@ class Timing:
         return statistics.median(self.cpu) / self.inner
 
 
+def _sync() -> None:
+    """Wait for queued GPU work (timings on a GPU must include it); a no-op on the CPU."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, min_sample_s: float = 0.0) -> dict[str, Timing]:
     """Run every callable once to warm up, then ``repeats`` rounds of one run of each in turn.
 
-    With ``min_sample_s``, a callable faster than that is looped inside each sample.
+    With ``min_sample_s``, a callable faster than that is looped inside each sample. On a GPU
+    every sample waits for the device before and after, and samples last at least 50 ms.
     """
+    if DEVICE.type != "cpu":
+        min_sample_s = max(min_sample_s, 0.05)
     out = {}
     for name, fn in fns.items():
+        fn()  # warm-up (first calls pick kernels, fill caches)
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         first = time.perf_counter() - start
         inner = max(1, int(min_sample_s / max(first, 1e-6))) if min_sample_s else 1
         out[name] = Timing(inner=inner)
     for _ in range(repeats):
         for name, fn in fns.items():
             t = out[name]
+            _sync()
             w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(t.inner):
                 fn()
+            _sync()
             t.wall.append(time.perf_counter() - w0)
             t.cpu.append(time.process_time() - c0)
     return out
@@ -117,6 +139,11 @@ def machine() -> str:
         pass
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
+    if DEVICE.type == "cuda":
+        props = torch.cuda.get_device_properties(DEVICE)
+        return (f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA "
+                f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; fp32 with TF32 off; "
+                f"host CPU {model}, {os.cpu_count()} cores; load average {load}")
     return (f"CPU {model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
             f"threads (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}, OMP_WAIT_POLICY {wait}), "
             f"fp32; load average {load}")
@@ -147,7 +174,7 @@ def episode(k: int, batch: int = 1, seed: int = 0, full_mask: bool = False):
     q = torch.randn(batch, 3, IMG, IMG, generator=g)
     s = torch.randn(batch, k, 3, IMG, IMG, generator=g)
     m = torch.ones(batch, k, IMG, IMG) if full_mask else object_masks(k).expand(batch, k, IMG, IMG).clone()
-    return q, s, m
+    return q.to(DEVICE), s.to(DEVICE), m.to(DEVICE)
 
 
 def build_pair(seed: int = 0) -> tuple[HSNet, ReferenceHSNet]:
@@ -158,13 +185,13 @@ def build_pair(seed: int = 0) -> tuple[HSNet, ReferenceHSNet]:
     which would make every mask agreement trivially 100%).
     """
     torch.manual_seed(seed)
-    ref = ReferenceHSNet("resnet50").eval()
+    ref = ReferenceHSNet(BACKBONE).to(DEVICE).eval()
     with torch.no_grad():
         logits = ref(*_one_shot_args(episode(1)))
         ref.hpn_learner.decoder2[2].bias[1] -= (logits[:, 1] - logits[:, 0]).median()
-    ours = HSNet("resnet50", weights=None)
+    ours = HSNet(BACKBONE, weights=None)
     load_official_checkpoint(ours, {"module." + k: v for k, v in ref.state_dict().items()})
-    return ours.eval(), ref
+    return ours.to(DEVICE).eval(), ref
 
 
 def _one_shot_args(ep):
@@ -179,11 +206,11 @@ def _one_shot_args(ep):
 def bench_layers(repeats: int, quick: bool) -> list[str]:
     lines = ["1. Center-pivot 4D conv layer (batch 1, forward, ms)", ""]
     lines.append(f"  {'dense Conv4d vs CenterPivotConv4d, (1, 8, 12,12,12,12) -> 8 channels':72s}")
-    x = torch.randn(1, 8, 12, 12, 12, 12)
+    x = torch.randn(1, 8, 12, 12, 12, 12, device=DEVICE)
     with torch.no_grad():
         for k in (3, 5):
-            cp = CenterPivotConv4d(8, 8, k)
-            dense = cp.to_dense()
+            cp = CenterPivotConv4d(8, 8, k).to(DEVICE)
+            dense = cp.to_dense().to(DEVICE)
             xc = to_channels_last_6d(x)
             diff = (cp(xc) - dense(x)).abs().max().item()
             t = interleaved({"dense": lambda: dense(x), "cp": lambda: cp(xc)}, repeats, 0.02)
@@ -201,11 +228,11 @@ def bench_layers(repeats: int, quick: bool) -> list[str]:
             if quick and name not in QUICK_LAYERS:
                 continue
             torch.manual_seed(0)
-            cp = CenterPivotConv4d(cin, cout, k, s)
-            ref = ReferenceCPConv4d(cin, cout, k, s)
+            cp = CenterPivotConv4d(cin, cout, k, s).to(DEVICE)
+            ref = ReferenceCPConv4d(cin, cout, k, s).to(DEVICE)
             ref.conv1.load_state_dict(cp.query_conv.state_dict())
             ref.conv2.load_state_dict(cp.support_conv.state_dict())
-            x = torch.rand(1, cin, *dims)
+            x = torch.rand(1, cin, *dims, device=DEVICE)
             xc = to_channels_last_6d(x)
             ha, wa, hb, wb = dims
             xs = x.permute(0, 2, 3, 1, 4, 5).reshape(-1, cin, hb, wb).contiguous()
@@ -236,7 +263,8 @@ def bench_layers(repeats: int, quick: bool) -> list[str]:
 def _row(label: str, t_ours: Timing, t_ref: Timing, target: float, diff: str) -> str:
     ratio = t_ref.median / t_ours.median
     cpu = t_ref.median_cpu / t_ours.median_cpu
-    return (f"  {label:34s} {t_ours.median * 1e3:9.0f} {t_ref.median * 1e3:9.0f} {ratio:7.2f}x {cpu:7.2f}x "
+    digits = 0 if min(t_ours.median, t_ref.median) >= 0.1 else 2
+    return (f"  {label:34s} {t_ours.median * 1e3:9.{digits}f} {t_ref.median * 1e3:9.{digits}f} {ratio:7.2f}x {cpu:7.2f}x "
             f"{'>= ' + format(target, 'g') + 'x':>7s}  {verdict(ratio, target)}   {diff}")
 
 
@@ -244,7 +272,7 @@ ROW_HEAD = (f"  {'':34s} {'ours ms':>9s} {'base ms':>9s} {'speedup':>8s} {'cpu':
 
 
 def bench_one_shot(ours: HSNet, ref: ReferenceHSNet, repeats: int) -> list[str]:
-    lines = ["2. 1-shot inference, ResNet50, 400x400, batch 1 (model(query, support, mask) -> logits)", "", ROW_HEAD]
+    lines = [f"2. 1-shot inference, {NAMES[BACKBONE]}, 400x400, batch 1 (model(query, support, mask) -> logits)", "", ROW_HEAD]
     for full in (False, True):
         q, s, m = episode(1, full_mask=full)
         label = "full mask (no background)" if full else f"object mask ({m.mean().item():.0%} of the image)"
@@ -259,7 +287,7 @@ def bench_train(ours: HSNet, ref: ReferenceHSNet, repeats: int) -> list[str]:
     lines = ["3. One training step: forward, cross-entropy, backward of the learner, Adam (lr 1e-3);",
              "   batch 2, 1-shot, frozen backbone", "", ROW_HEAD]
     q, s, m = episode(1, batch=2, seed=1)
-    gt = (torch.rand(2, IMG, IMG, generator=torch.Generator().manual_seed(2)) > 0.5).long()
+    gt = (torch.rand(2, IMG, IMG, generator=torch.Generator().manual_seed(2)) > 0.5).long().to(DEVICE)
     ours, ref = copy.deepcopy(ours), copy.deepcopy(ref)  # training changes the weights: use copies
     ours.train()
     ref.train()
@@ -362,6 +390,8 @@ def memory_child(which: str, threads: int) -> dict:
 
 
 def bench_memory(threads: int) -> list[str]:
+    if DEVICE.type == "cuda":
+        return bench_gpu_memory()
     lines = ["5. Peak memory of a 1-shot ResNet50 episode, 400x400 (MB; lower is better)", ""]
     res = {}
     for which in ("ours", "ref"):
@@ -386,6 +416,50 @@ def bench_memory(threads: int) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """Switch TF32 for cuDNN convolutions and CUDA matmuls; restores the previous setting."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def bench_gpu_memory() -> list[str]:
+    """Peak GPU memory of a 1-shot episode above what the models hold (torch's allocator statistics)."""
+    name = NAMES[BACKBONE]
+    lines = [f"5. Peak GPU memory of a 1-shot {name} episode, 400x400, batch 1 (MB; lower is better)", ""]
+    torch.manual_seed(0)
+    q, s, m = episode(1)
+    vals = {}
+    for which in ("ours", "ref"):
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(DEVICE)
+        model = (HSNet(BACKBONE, weights=None) if which == "ours" else ReferenceHSNet(BACKBONE)).to(DEVICE).eval()
+        run = (lambda: model(q, s, m)) if which == "ours" else (lambda: model(q, s[:, 0], m[:, 0]))  # noqa: E731
+        with torch.no_grad():
+            run()  # cold: folds BatchNorm, picks kernels
+            torch.cuda.synchronize(DEVICE)
+            before = torch.cuda.memory_allocated(DEVICE)
+            torch.cuda.reset_peak_memory_stats(DEVICE)
+            out = run()
+            torch.cuda.synchronize(DEVICE)
+            vals[which] = (torch.cuda.max_memory_allocated(DEVICE) - before, before - base)
+        del model, run, out
+    mb = 1 / 2**20
+    ok = vals["ours"][0] <= vals["ref"][0]
+    lines.append(f"  {'a later episode, above the memory allocated before it':60s} ours {vals['ours'][0] * mb:7.0f}   "
+                 f"baseline {vals['ref'][0] * mb:7.0f}   ours/base {vals['ours'][0] / vals['ref'][0]:5.2f}  "
+                 f"target <= 1.00  {'PASS' if ok else 'MISS'}")
+    lines += ["", f"  (held between episodes, models included: ours {vals['ours'][1] * mb:.0f} MB, baseline "
+              f"{vals['ref'][1] * mb:.0f} MB.) Method: torch.cuda.max_memory_allocated after",
+              "  torch.cuda.reset_peak_memory_stats; tensors only (the CUDA context and cuDNN workspaces outside",
+              "  torch's allocator are not counted)."]
+    return lines
+
+
 def trained_model_agreement(n_episodes: int) -> str:
     """bf16 vs fp32 masks of the shipped trained HSNet (EfficientNet-Lite0, embedded benchmark)
     on the first test episodes of fold 0: the agreement a trained model actually sees."""
@@ -393,19 +467,19 @@ def trained_model_agreement(n_episodes: int) -> str:
         from .datasets import EmbeddedDataset
         from .pretrained import load_embedded_model, read_model_info
 
-        model = load_embedded_model()
+        model = load_embedded_model().to(DEVICE)
         size = int(read_model_info()["img_size"])
     except Exception as err:  # noqa: BLE001 - the shipped model is optional here
         return f"shipped trained model not available ({type(err).__name__}); skipped"
     ds = EmbeddedDataset(fold=0, split="test", shot=5, img_size=size, n_episodes=n_episodes)
     eps = [ds[i] for i in range(n_episodes)]
-    q, s, m = (torch.stack([e[k] for e in eps]) for k in ("query_img", "support_imgs", "support_masks"))
+    q, s, m = (torch.stack([e[k] for e in eps]).to(DEVICE) for k in ("query_img", "support_imgs", "support_masks"))
     parts = []
     with torch.no_grad():
         for shot in (1, 5):
             args = (q, s[:, :shot], m[:, :shot])
             fp32 = model.predict_mask(*args)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
                 low = model.predict_mask(*args)
             parts.append(f"{shot}-shot {(low == fp32).float().mean().item() * 100:.2f}%")
     return (f"shipped trained model (EfficientNet-Lite0, {n_episodes} embedded test episodes, {size}x{size}): "
@@ -413,7 +487,7 @@ def trained_model_agreement(n_episodes: int) -> str:
 
 
 def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> list[str]:
-    lines = ["6. Optional faster modes, ours only, same ResNet50 episodes (1-shot: batch 1; 5-shot: section 4's).",
+    lines = [f"6. Optional faster modes, ours only, same {NAMES[BACKBONE]} episodes (1-shot: batch 1; 5-shot: section 4's).",
              "   agreement = pixels whose predicted class equals the fp32 prediction. The random network's",
              "   logits are small and its decoder bias is centred, so many pixels sit near a tie: agreement",
              "   there is a worst case; the shipped trained model gives the agreement a trained HSNet sees.", ""]
@@ -424,9 +498,25 @@ def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> lis
     for mode in modes:
         if mode == "bf16":
             def forward(e, mask=False):
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
                     return ours.predict_mask(*e) if mask else ours(*e)
-            label = "bf16 autocast: with torch.autocast('cpu', dtype=torch.bfloat16): model.predict_mask(...)"
+            label = f"bf16 autocast: with torch.autocast({DEVICE.type!r}, dtype=torch.bfloat16): model.predict_mask(...)"
+        elif mode == "cudagraphs":
+            if DEVICE.type != "cuda":
+                continue  # CUDA graphs replay recorded GPU work: GPU only
+            fast = copy.deepcopy(ours).compile_learner(mode="reduce-overhead")
+
+            def forward(e, mask=False, fast=fast):
+                return fast.predict_mask(*e) if mask else fast(*e)
+            label = "torch.compile of the learner with CUDA graphs, fp32: model.compile_learner(mode='reduce-overhead')"
+        elif mode == "tf32":
+            if DEVICE.type != "cuda":
+                continue  # TF32 is a GPU (Ampere and later) matmul / convolution mode
+
+            def forward(e, mask=False):
+                with tf32(True):
+                    return ours.predict_mask(*e) if mask else ours(*e)
+            label = "TF32 convolutions and matmuls (torch.backends.cudnn/cuda.matmul.allow_tf32 = True)"
         elif mode == "compile":
             fast = copy.deepcopy(ours).compile_learner()
 
@@ -445,7 +535,8 @@ def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> lis
                 diff = (forward(e).float() - fp32_logits[case]).abs().max().item()
                 scale = fp32_logits[case].abs().max().item()
                 t = interleaved({"fp32": lambda: ours.predict_mask(*e), "mode": lambda: forward(e, mask=True)}, repeats)
-                lines.append(f"    {case}: fp32 {t['fp32'].median * 1e3:6.0f} ms, {mode} {t['mode'].median * 1e3:6.0f} ms "
+                d = 0 if t["mode"].median >= 0.1 else 2
+                lines.append(f"    {case}: fp32 {t['fp32'].median * 1e3:6.{d}f} ms, {mode} {t['mode'].median * 1e3:6.{d}f} ms "
                              f"= {t['fp32'].median / t['mode'].median:.2f}x (cpu {t['fp32'].median_cpu / t['mode'].median_cpu:.2f}x; "
                              f"first call {first:.1f} s); logits max|diff| {diff:.1e} (max |logit| {scale:.1e}); "
                              f"agreement {agree:.2f}%")
@@ -464,10 +555,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--modes", default=None, help=f"optional modes for section 6: comma-separated subset of "
-                        f"{','.join(MODES)} (default: both; --quick: bf16 only, as compiling takes minutes)")
+                        f"{','.join(MODES)} (default: all; --quick: bf16 only, as compiling takes minutes; tf32 only on a GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: time on a GPU, fp32 with TF32 off")
+    parser.add_argument("--backbone", default="resnet50", choices=tuple(NAMES),
+                        help="backbone of sections 2-6 (section 1 and the CPU memory section use ResNet50's shapes)")
     parser.add_argument("--memory-child", choices=("ours", "ref"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DEVICE, BACKBONE
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here")
+    DEVICE, BACKBONE = torch.device(args.device), args.backbone
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # true fp32 (TF32 is a mode)
+        torch.backends.cudnn.benchmark = True
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.threads)))
         return

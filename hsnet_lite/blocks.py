@@ -49,11 +49,36 @@ class GroupNorm4d(nn.GroupNorm):
             out = super().forward(x)
             return F.relu_(out) if self.relu else out
         b, c, *dims = x.shape
+        if x.device.type != "cpu":
+            return self._split_forward(x)
         image = x.permute(0, 2, 3, 4, 5, 1).reshape(b, -1, 1, c).permute(0, 3, 1, 2)
         out = F.group_norm(image, self.num_groups, self.weight, self.bias, self.eps)
         if self.relu:
             out = F.relu_(out)
         return out.permute(0, 2, 3, 1).reshape(b, *dims, c).permute(0, 5, 1, 2, 3, 4)
+
+    def _split_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same group norm as one parallel reduction plus one fused multiply-add (GPUs).
+
+        PyTorch's CUDA group norm gives each of the B*G groups a single thread block, and a
+        group here holds millions of values (e.g. 16 channels x 50^4 positions / 4 groups), so
+        it runs on 4 of a GPU's 132 multiprocessors. ``torch.var_mean`` splits every group over
+        many blocks; normalisation and the affine map then fold into one ``addcmul``.
+        """
+        b, c, *dims = x.shape
+        g = self.num_groups
+        xv = x.permute(0, 2, 3, 4, 5, 1).reshape(b, -1, g, c // g)  # a view of the channels-last tensor
+        var, mean = torch.var_mean(xv, dim=(1, 3), correction=0, keepdim=True)  # (B, 1, G, 1)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight.view(1, 1, g, c // g)
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias.view(1, 1, g, c // g)
+        out = torch.addcmul(shift, xv, scale)
+        if self.relu:
+            out = F.relu_(out)
+        return out.reshape(b, *dims, c).permute(0, 5, 1, 2, 3, 4)
 
 
 def conv4d_block(in_ch: int, out_chs: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> nn.Sequential:

@@ -31,6 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 Int4 = tuple[int, int, int, int]
+# Devices on which the query branch of inference reads the channels-last tensor in place with a
+# dilated conv (oneDNN on the CPU); elsewhere the pivots are gathered into a batch of images.
+DILATED_QUERY_DEVICES = {"cpu"}
 
 
 def is_channels_last_6d(x: torch.Tensor) -> bool:
@@ -190,15 +193,16 @@ class CenterPivotConv4d(nn.Module):
     def _query_branch(self, xl: torch.Tensor) -> torch.Tensor:
         """Eq. 7: a 2D conv over (Ha, Wa) at every strided support position (the pivots).
 
-        Inference reads the channels-last view with a dilated conv (no copy). When the kernel is
-        being trained, the pivots are copied to a batch of (C, Ha, Wa) images instead: oneDNN's
-        weight gradient of a dilated conv is several times slower than the plain one.
+        Inference on the CPU reads the channels-last view with a dilated conv (no copy). When the
+        kernel is being trained, or on a GPU, the pivots are copied to a batch of (C, Ha, Wa)
+        images instead: oneDNN's weight gradient of a dilated conv is several times slower than
+        the plain one (see :data:`DILATED_QUERY_DEVICES`).
         """
         sh, sw = self.support_stride
         conv = self.query_conv
         pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
         b, ha, wa, hb, wb, c = pivots.shape
-        if torch.is_grad_enabled() and conv.weight.requires_grad:
+        if (torch.is_grad_enabled() and conv.weight.requires_grad) or xl.device.type not in DILATED_QUERY_DEVICES:
             images = pivots.permute(0, 3, 4, 1, 2, 5).reshape(b * hb * wb, ha, wa, c).permute(0, 3, 1, 2)
             out = F.conv2d(images.contiguous(memory_format=torch.channels_last), conv.weight, None, 1, conv.padding)
             return out.permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, -1).permute(0, 3, 4, 1, 2, 5)
@@ -239,7 +243,7 @@ class CenterPivotConv4d(nn.Module):
         """
         k = self.kernel_size
         dense = Conv4d(self.in_channels, self.out_channels, k, (1, 1) + self.support_stride,
-                       tuple(v // 2 for v in k), bias=self.query_conv.bias is not None)
+                       tuple(v // 2 for v in k), bias=self.query_conv.bias is not None).to(self.query_conv.weight)
         w = torch.zeros_like(dense.weight)
         w[:, :, :, :, k[2] // 2, k[3] // 2] += self.query_conv.weight.detach()
         w[:, :, k[0] // 2, k[1] // 2, :, :] += self.support_conv.weight.detach()

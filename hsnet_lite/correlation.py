@@ -69,7 +69,8 @@ def hypercorrelation(
         support_masks: the (B*K, H, W) masks the support features were multiplied with
             (:func:`mask_features`), if they were. A support position where the resized mask is
             0 has an all-zero feature, so its correlations are exactly 0: they are written as
-            zeros without being computed (the background of the support costs nothing).
+            zeros without being computed (the background of the support costs nothing). CPU only:
+            on a GPU, one full matmul per layer beats gathering the kept columns.
     Returns:
         ``{p: C_p}`` with C_p of shape (B, n_p, Ha, Wa, Hb, Wb), layers shallow to deep, stored
         channels-last (memory order B, Ha, Wa, Hb, Wb, n_p), the layout the learner works in:
@@ -93,7 +94,7 @@ def hypercorrelation(
             out[p] = stacked.permute(0, 5, 1, 2, 3, 4)
             continue
         keep = None
-        if support_masks is not None:
+        if support_masks is not None and support_masks.device.type == "cpu":  # on a GPU one matmul is faster
             keep = resize_mask(support_masks, pairs[0][1].shape[-2:]).flatten(1) != 0  # (B*K, Hb*Wb)
         out[p] = _stacked_correlation(pairs, keep).permute(0, 5, 1, 2, 3, 4)
     return out

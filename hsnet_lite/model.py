@@ -77,8 +77,9 @@ class HSNet(nn.Module):
         self.learner = HSNetLearner(counts)
 
     def extract(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone features this configuration uses, shallow to deep (channels-last)."""
-        feats = self.backbone(img, channels_last=True)
+        """The backbone features this configuration uses, shallow to deep (channels-last on the
+        CPU, where the correlation reads them without a copy; the standard layout on a GPU)."""
+        feats = self.backbone(img, channels_last=img.device.type == "cpu")
         return [feats[i] for i in self.layer_ids]
 
     @torch.no_grad()
@@ -87,11 +88,13 @@ class HSNet(nn.Module):
     ) -> dict[int, torch.Tensor]:
         """Hypercorrelation pyramid of B episodes with K supports each, batch B*K.
 
-        The query goes through the backbone and the L2 normalisation once per episode;
-        all B*K supports go through the backbone in one batch.
+        The B queries and all B*K supports go through the backbone together, in one batch
+        (each query once per episode, however large K is); queries are L2-normalised once.
         """
-        query = [l2_normalize(f) for f in self.extract(query_img)]
-        support = self.extract(support_imgs.flatten(0, 1))
+        b = query_img.shape[0]
+        feats = self.extract(torch.cat([query_img, support_imgs.flatten(0, 1)]))
+        query = [l2_normalize(f[:b]) for f in feats]
+        support = [f[b:] for f in feats]
         masks = support_masks.flatten(0, 1) if self.use_support_mask else None
         if masks is not None:
             support = mask_features(support, masks)

@@ -81,11 +81,13 @@ def test_kshot_equals_separate_one_shot_runs(small):
 
 def test_query_features_computed_once_per_episode(small):
     calls = []
-    hook = small.backbone.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    hook = small.backbone.register_forward_hook(lambda mod, inp, out: calls.append(inp[0]))
     q, s, m = episode(b=2, k=5)
     small(q, s, m)
     hook.remove()
-    assert calls == [2, 10]  # one query pass (B), one batched support pass (B*K)
+    # one backbone pass over B queries then B*K supports: each query once, not once per shot
+    assert [x.shape[0] for x in calls] == [2 + 10]
+    assert torch.equal(calls[0][:2], q) and torch.equal(calls[0][2:], s.flatten(0, 1))
 
 
 def test_kshot_vote_rule():

@@ -119,6 +119,43 @@ def test_groupnorm4d_fused_relu_matches_groupnorm_then_relu():
     assert torch.allclose(gx, ex, atol=1e-5) and torch.allclose(gw, ew, atol=1e-5)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_groupnorm4d_split_reduction_used_on_gpus_matches_groupnorm(affine):
+    """The GPU path (var_mean + addcmul), run here on the CPU, equals nn.GroupNorm + ReLU."""
+    gn = GroupNorm4d(4, 8, affine=affine, relu=True)
+    plain = torch.nn.GroupNorm(4, 8, affine=affine)
+    if affine:
+        with torch.no_grad():
+            gn.weight.uniform_(0.5, 1.5)
+            gn.bias.uniform_(-0.5, 0.5)
+        plain.load_state_dict(gn.state_dict())
+    x = torch.randn(2, 8, 5, 4, 3, 2) * 3 + 1
+    xc = to_channels_last_6d(x).requires_grad_()
+    out = gn._split_forward(xc)
+    assert is_channels_last_6d(out) and out.shape == x.shape
+    xs = x.clone().requires_grad_()
+    expected = F.relu(plain(xs))
+    assert torch.allclose(out, expected, atol=1e-5)
+    g = torch.randn_like(expected)
+    got = torch.autograd.grad((out * g).sum(), [xc] + list(gn.parameters()))
+    want = torch.autograd.grad((expected * g).sum(), [xs] + list(plain.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(got, want))
+
+
+def test_query_branch_gathered_pivots_match_dilated_conv(monkeypatch):
+    """Inference on a GPU gathers the pivots into images; on the CPU a dilated conv reads them in place."""
+    from hsnet_lite import conv4d
+
+    torch.manual_seed(0)
+    cp = CenterPivotConv4d(3, 5, 3, 2)
+    x = to_channels_last_6d(torch.randn(2, 3, 6, 5, 7, 8))
+    with torch.no_grad():
+        dilated = cp(x)
+        monkeypatch.setattr(conv4d, "DILATED_QUERY_DEVICES", set())
+        gathered = cp(x)
+    assert torch.allclose(dilated, gathered, atol=1e-5)
+
+
 def test_channels_last_upsample_and_pool_match_standard_layout():
     x = torch.randn(2, 5, 7, 6, 2, 3)
     xc = to_channels_last_6d(x)
@@ -379,3 +416,20 @@ def test_bench_helpers_and_layer_section_smoke(monkeypatch):
     lines = bench.bench_layers(repeats=1, quick=False)
     rows = [line for line in lines if line.strip().startswith(("tiny", "all layers"))]
     assert len(rows) == 3 and all(r.rstrip().endswith(("PASS", "MISS")) for r in rows)
+
+
+def test_bench_device_and_backbone_options(monkeypatch, capsys):
+    from hsnet_lite import bench
+
+    if not torch.cuda.is_available():  # a clear refusal, not a crash deep inside the first section
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda", "--sections", "layers"])
+        assert "no CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--backbone", "vgg16"])
+    assert "invalid choice" in capsys.readouterr().err
+    with bench.tf32(True):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    assert bench.DEVICE.type == "cpu"  # a refused --device leaves the module's settings alone
+    q, s, m = bench.episode(2)
+    assert q.device.type == s.device.type == m.device.type == "cpu" and s.shape == (1, 2, 3, 400, 400)

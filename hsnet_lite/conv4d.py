@@ -196,19 +196,38 @@ class CenterPivotConv4d(nn.Module):
         Inference on the CPU reads the channels-last view with a dilated conv (no copy). When the
         kernel is being trained, or on a GPU, the pivots are copied to a batch of (C, Ha, Wa)
         images instead: oneDNN's weight gradient of a dilated conv is several times slower than
-        the plain one (see :data:`DILATED_QUERY_DEVICES`).
+        the plain one (see :data:`DILATED_QUERY_DEVICES`); training on the CPU with a support
+        stride of 1 uses :meth:`_query_branch_grouped`.
         """
         sh, sw = self.support_stride
         conv = self.query_conv
+        training = torch.is_grad_enabled() and conv.weight.requires_grad
+        if training and (sh, sw) == (1, 1) and xl.device.type == "cpu":
+            return self._query_branch_grouped(xl)
         pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
         b, ha, wa, hb, wb, c = pivots.shape
-        if (torch.is_grad_enabled() and conv.weight.requires_grad) or xl.device.type not in DILATED_QUERY_DEVICES:
+        if training or xl.device.type not in DILATED_QUERY_DEVICES:
             images = pivots.permute(0, 3, 4, 1, 2, 5).reshape(b * hb * wb, ha, wa, c).permute(0, 3, 1, 2)
             out = F.conv2d(images.contiguous(memory_format=torch.channels_last), conv.weight, None, 1, conv.padding)
             return out.permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, -1).permute(0, 3, 4, 1, 2, 5)
         d = hb * wb
         images = pivots.contiguous().reshape(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
         out = F.conv2d(images, conv.weight, None, 1, (conv.padding[0], conv.padding[1] * d), (1, d))
+        return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
+
+    def _query_branch_grouped(self, xl: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 for a support stride of 1 (every support position is a pivot), copy-free in
+        both directions: the channels-last tensor *is* a batch of (Hb*Wb*C, Ha, Wa) channels-last
+        images, and one grouped conv (Hb*Wb groups, the kernel repeated in each) convolves every
+        support position's (C, Ha, Wa) slice with the same kernel. Its output is already laid out
+        as (B, Ha, Wa, Hb, Wb, O). Used to train on the CPU (the mixing blocks), where it spares
+        the gather / scatter copies of the pivots and their gradients.
+        """
+        conv = self.query_conv
+        b, ha, wa, hb, wb, c = xl.shape
+        groups = hb * wb
+        images = xl.reshape(b, ha, wa, groups * c).permute(0, 3, 1, 2)
+        out = F.conv2d(images, conv.weight.repeat(groups, 1, 1, 1), None, 1, conv.padding, 1, groups)
         return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
 
     def _support_matrix(self, hb: int, wb: int) -> tuple[torch.Tensor, int, int]:

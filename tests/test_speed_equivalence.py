@@ -433,3 +433,23 @@ def test_bench_device_and_backbone_options(monkeypatch, capsys):
     assert bench.DEVICE.type == "cpu"  # a refused --device leaves the module's settings alone
     q, s, m = bench.episode(2)
     assert q.device.type == s.device.type == m.device.type == "cpu" and s.shape == (1, 2, 3, 400, 400)
+
+
+@pytest.mark.parametrize("support", [(2, 2), (3, 4)])
+def test_query_branch_grouped_conv_matches_gathered_pivots_with_gradients(support):
+    """Training on the CPU with support stride 1 runs one grouped conv over the channels-last
+    tensor; outputs and every gradient equal the gathered-pivot path."""
+    torch.manual_seed(0)
+    cp = CenterPivotConv4d(6, 5, 3, 1)
+    x = to_channels_last_6d(torch.randn(2, 6, 7, 5, *support))
+    xl = x.permute(0, 2, 3, 4, 5, 1).detach().requires_grad_()
+    grouped = cp._query_branch(xl)  # training (grad enabled, weight requires grad), stride 1, CPU
+    b, ha, wa, hb, wb, c = xl.shape
+    images = xl.permute(0, 3, 4, 1, 2, 5).reshape(b * hb * wb, ha, wa, c).permute(0, 3, 1, 2)
+    gathered = cp.query_conv(images).permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, -1).permute(0, 3, 4, 1, 2, 5)
+    gathered = gathered - cp.query_conv.bias  # the branch leaves the bias to the support conv
+    assert torch.allclose(grouped, gathered, atol=1e-5)
+    g = torch.randn_like(grouped)
+    got = torch.autograd.grad((grouped * g).sum(), [xl, cp.query_conv.weight])
+    want = torch.autograd.grad((gathered * g).sum(), [xl, cp.query_conv.weight])
+    assert all(torch.allclose(a, w, atol=1e-4) for a, w in zip(got, want))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import FrozenBackbone, build_backbone
+from .backbones import FrozenBackbone, build_backbone, fast_format
 from .blocks import HSNetLearner
 from .correlation import hypercorrelation, l2_normalize, mask_features
 from .validation import check_episode, check_query_mask
@@ -79,7 +79,7 @@ class HSNet(nn.Module):
     def extract(self, img: torch.Tensor) -> list[torch.Tensor]:
         """The backbone features this configuration uses, shallow to deep (channels-last on the
         CPU, where the correlation reads them without a copy; the standard layout on a GPU)."""
-        feats = self.backbone(img, channels_last=img.device.type == "cpu")
+        feats = self.backbone(img, channels_last=fast_format(img.device) == torch.channels_last)
         return [feats[i] for i in self.layer_ids]
 
     @torch.no_grad()

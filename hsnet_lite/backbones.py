@@ -26,6 +26,7 @@ from torch import nn
 from torchvision import models
 
 from .efficientnet_lite import EfficientNetLite0, packaged_weights_path
+from .folded_convs import FoldedConvs, PackCache, needs_autograd, onednn_available
 
 BACKBONES = ("vgg16", "resnet50", "resnet101", "efficientnet-lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,18 +95,21 @@ class FrozenBackbone(nn.Module):
     def forward(self, img: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the folded-weight caches behind (they are rebuilt on use;
+        oneDNN's reordered kernels cannot be copied)."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k not in ("_fold_cache", "_pack_cache")}
+
     def fold_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """The (conv, BatchNorm) pairs that :meth:`folded` merges; none by default."""
         return []
 
-    def folded(self) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] | None:
-        """``{conv: (weight, bias)}`` with each BatchNorm of :meth:`fold_pairs` folded into its conv,
-        or ``None`` when the original modules must run (a parameter requires grad while grad is
-        enabled: folding would cut the backbone out of the graph).
-
-        The folded weights are cached; the cache is rebuilt whenever any source tensor changed
-        (``load_state_dict``, ``.to()``, in-place edits all bump a version counter or move data).
-        """
+    def _fold_key(self) -> tuple | None:
+        """Identity of every tensor :meth:`fold_pairs` folds (pointers and version counters), or
+        ``None`` when the original modules must run: a parameter requires grad while grad is
+        enabled (folding would cut the backbone out of the graph), or the tensors are inference
+        tensors (a model built under ``torch.inference_mode`` has no version counters)."""
         pairs = self.fold_pairs()
         if not pairs:
             return None
@@ -114,16 +118,43 @@ class FrozenBackbone(nn.Module):
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
         if any(t.is_inference() for t in tensors):
-            return None  # inference tensors (a model built under torch.inference_mode) have no version counter
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+            return None
+        return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+
+    def folded(self) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] | None:
+        """``{conv: (weight, bias)}`` with each BatchNorm of :meth:`fold_pairs` folded into its conv,
+        or ``None`` when the original modules must run (see :meth:`_fold_key`).
+
+        The folded weights are cached; the cache is rebuilt whenever any source tensor changed
+        (``load_state_dict``, ``.to()``, in-place edits all bump a version counter or move data).
+        """
+        key = self._fold_key()
+        if key is None:
+            return None
         cache = self.__dict__.get("_fold_cache")
         if cache is None or cache[0] != key:
             fused = {}
-            for conv, bn in pairs:
+            for conv, bn in self.fold_pairs():
                 w, b = fold_batchnorm(conv, bn)
                 fused[conv] = (w.contiguous(memory_format=fast_format(w.device)), b)
             cache = self.__dict__["_fold_cache"] = (key, fused)
         return cache[1]
+
+    def folded_convs(self, img: torch.Tensor) -> FoldedConvs | None:
+        """The folded convs for a batch like ``img`` (:mod:`hsnet_lite.folded_convs`): oneDNN's
+        fused, prepacked convolutions on the CPU in fp32, the cached :meth:`folded` kernels
+        elsewhere; ``None`` when the original modules must run."""
+        key = self._fold_key()
+        if key is None:
+            return None
+        if not onednn_available(img) or needs_autograd(img):
+            return FoldedConvs(weights=self.folded())
+        cache = self.__dict__.get("_pack_cache")
+        if cache is None or cache[0] != key:
+            self.__dict__.pop("_fold_cache", None)  # the packs replace the plain folded copy
+            cache = self.__dict__["_pack_cache"] = (key, PackCache())
+        bn_of = dict(self.fold_pairs())
+        return cache[1].get(tuple(img.shape), lambda conv: fold_batchnorm(conv, bn_of[conv]))
 
     @staticmethod
     def _layout(feats: list[torch.Tensor], channels_last: bool) -> list[torch.Tensor]:
@@ -134,7 +165,8 @@ class FrozenBackbone(nn.Module):
 class ResNetBackbone(FrozenBackbone):
     """ResNet50/101 bottleneck features of conv3_x..conv5_x (after add, before ReLU).
 
-    Inference runs channels-last with every BatchNorm folded into its conv (:meth:`folded`).
+    Inference runs channels-last with every BatchNorm folded into its conv; on the CPU in fp32 the
+    residual additions and ReLUs run inside oneDNN's convolutions (:meth:`folded_convs`).
     """
 
     def __init__(self, net: models.ResNet, name: str) -> None:
@@ -157,9 +189,9 @@ class ResNetBackbone(FrozenBackbone):
 
     def _bottleneck_before_relu(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One bottleneck up to its final ReLU (excluded), computed the way :meth:`forward` does."""
-        fused = self.folded()
-        if fused is not None:
-            return self._folded_bottleneck_before_relu(block, x.contiguous(memory_format=fast_format(x.device)), fused)
+        convs = self.folded_convs(x)
+        if convs is not None:
+            return self._folded_bottleneck(block, x.contiguous(memory_format=fast_format(x.device)), convs)
         return self._module_bottleneck_before_relu(block, x)
 
     @staticmethod
@@ -171,21 +203,19 @@ class ResNetBackbone(FrozenBackbone):
         return out + identity
 
     @staticmethod
-    def _folded_bottleneck_before_relu(block: nn.Module, x: torch.Tensor, fused: dict) -> torch.Tensor:
-        def conv(m: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
-            w, b = fused[m]
-            return F.conv2d(t, w, b, m.stride, m.padding, m.dilation, m.groups)
-
-        out = F.relu_(conv(block.conv1, x))
-        out = F.relu_(conv(block.conv2, out))
-        out = conv(block.conv3, out)
-        return out.add_(conv(block.downsample[0], x) if block.downsample is not None else x)
+    def _folded_bottleneck(block: nn.Module, x: torch.Tensor, convs: FoldedConvs, relu: bool = False) -> torch.Tensor:
+        """A bottleneck with BatchNorm folded: the residual addition (and, with ``relu``, the final
+        ReLU) run inside the last conv."""
+        out = convs(block.conv1, x, relu=True)
+        out = convs(block.conv2, out, relu=True)
+        identity = convs(block.downsample[0], x) if block.downsample is not None else x
+        return convs(block.conv3, out, relu=relu, add=identity)
 
     def forward(self, img: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:
         n = self.net
-        fused = self.folded()
+        convs = self.folded_convs(img)
         feats = []
-        if fused is None:  # the original modules (only when the backbone is being fine-tuned)
+        if convs is None:  # the original modules (only when the backbone is being fine-tuned)
             x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(img)))))
             for stage in (n.layer2, n.layer3, n.layer4):
                 for block in stage:
@@ -193,14 +223,12 @@ class ResNetBackbone(FrozenBackbone):
                     feats.append(x)
                     x = F.relu(x)
             return self._layout(feats, channels_last)
-        w, b = fused[n.conv1]
-        x = img.contiguous(memory_format=fast_format(img.device))
-        x = n.maxpool(F.relu_(F.conv2d(x, w, b, n.conv1.stride, n.conv1.padding)))
+        x = n.maxpool(convs(n.conv1, img.contiguous(memory_format=fast_format(img.device)), relu=True))
         for block in n.layer1:
-            x = F.relu_(self._folded_bottleneck_before_relu(block, x, fused))
+            x = self._folded_bottleneck(block, x, convs, relu=True)
         for stage in (n.layer2, n.layer3, n.layer4):
             for block in stage:
-                x = self._folded_bottleneck_before_relu(block, x, fused)
+                x = self._folded_bottleneck(block, x, convs)
                 feats.append(x)
                 x = F.relu(x)
         return self._layout(feats, channels_last)

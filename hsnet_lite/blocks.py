@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
+from .support_crop import CroppedCorrelation
 
 CHANNELS = (16, 64, 128)
 GROUPS = 4
@@ -170,11 +171,10 @@ class HSNetLearner(nn.Module):
 
         Works channels-last throughout; a standard-layout hypercorrelation is converted first.
         """
-        hypercorr = {p: c if is_channels_last_6d(c) else to_channels_last_6d(c) for p, c in hypercorr.items()}
         top = self.levels[0]
-        coarse = self.squeeze[str(top)](hypercorr[top])
+        coarse = self._squeeze(top, hypercorr[top])
         for prev, p in zip(self.levels, self.levels[1:]):
-            sqz = self.squeeze[str(p)](hypercorr[p])
+            sqz = self._squeeze(p, hypercorr[p])
             if coarse.shape[-2:] != sqz.shape[-2:]:
                 raise ValueError(
                     f"squeezed support dims differ between levels ({tuple(coarse.shape[-2:])} vs "
@@ -182,6 +182,20 @@ class HSNetLearner(nn.Module):
                 )
             coarse = self.mix[f"{prev}{p}"](upsample_query_dims(coarse, sqz.shape[2:4]) + sqz)
         return coarse
+
+    def _squeeze(self, p: int, corr: torch.Tensor | CroppedCorrelation) -> torch.Tensor:
+        """f_p^sqz on C_p, given dense (converted to channels-last) or as the support window its
+        first layer reads (:mod:`hsnet_lite.support_crop`)."""
+        block = self.squeeze[str(p)]
+        if isinstance(corr, CroppedCorrelation):
+            return block[1:](block[0].forward_cropped(corr))
+        return block(corr if is_channels_last_6d(corr) else to_channels_last_6d(corr))
+
+    def support_windows(self) -> dict[int, tuple[tuple[int, int], tuple[int, int]]]:
+        """``{p: (kernel, support stride)}`` of each level's first squeezing layer (what
+        :func:`~hsnet_lite.correlation.hypercorrelation` needs to crop C_p for it)."""
+        return {p: (self.squeeze[str(p)][0].kernel_size[2:], self.squeeze[str(p)][0].support_stride)
+                for p in self.levels}
 
     def forward(self, hypercorr: dict[int, torch.Tensor]) -> torch.Tensor:
         """Logits at the finest query resolution x2, (B, 2, 2*H1, 2*W1)."""

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .folded_convs import fused_conv, needs_autograd, onednn_available
+from .support_crop import CroppedCorrelation
+
 Int4 = tuple[int, int, int, int]
 # Devices on which the query branch of inference reads the channels-last tensor in place with a
 # dilated conv (oneDNN on the CPU); elsewhere the pivots are gathered into a batch of images.
@@ -149,6 +152,7 @@ class CenterPivotConv4d(nn.Module):
             in_channels, out_channels, k[2:], stride=s, padding=(k[2] // 2, k[3] // 2), bias=bias
         )
         self._tap_index: dict = {}  # (Hb, Wb, device) -> kernel-tap index of _support_matrix
+        self._matrix_cache: tuple | None = None  # (key, matrix) of the last inference call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
@@ -158,37 +162,43 @@ class CenterPivotConv4d(nn.Module):
             xl = xl.contiguous()
         qb, sb = self.query_conv.bias, self.support_conv.bias
         bias = None if qb is None else qb + sb  # both biases add up: fold them into one conv
-        out, flat = self._support_branch(xl, bias)  # Eq. 6; ``flat`` is ``out`` as its own base tensor
         q = self._query_branch(xl)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
-        b, ha, wa, hb2, wb2, o = out.shape
-        if flat.dim() == 2:  # (B*Ha*Wa, Hb'*Wb'*O)
-            flat.add_(q.reshape(flat.shape))
-        else:  # (B*Ha*Wa, O, Hb', Wb') channels-last
-            flat.add_(q.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2))
+        out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
         out = out.permute(0, 5, 1, 2, 3, 4)
         return out if channels_last else out.contiguous()
 
-    def _support_branch(self, xl: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 6: a 2D conv over (Hb, Wb) at every query position, on the channels-last view.
+    def _support_branch(self, xl: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor) -> torch.Tensor:
+        """Eq. 6: a 2D conv over (Hb, Wb) at every query position, on the channels-last view, plus
+        ``add`` (the query branch's (B, Ha, Wa, Hb', Wb', O) output), the sum of Eq. 8.
 
-        Returns the (B, Ha, Wa, Hb', Wb', O) result and the tensor it views (the conv's own
-        output), which the query branch is added to in place.
+        At inference on the CPU, oneDNN adds ``add`` inside the convolution (a post-op); otherwise
+        it is added in place to the conv's output. Returns the (B, Ha, Wa, Hb', Wb', O) sum.
         """
         b, ha, wa, hb, wb, c = xl.shape
+        o, (hb2, wb2) = self.out_channels, add.shape[3:5]
         conv = self.support_conv
+        fused = onednn_available(xl) and not needs_autograd(conv.weight, xl, add, bias)
         kh, kw = conv.kernel_size
         if hb * wb <= kh * kw:
             # The whole support slice is no larger than the kernel (the mixing blocks' 2x2): the
             # conv is one small linear map of the slice, computed without the padded taps.
             weight, hb2, wb2 = self._support_matrix(hb, wb)
             bias = None if bias is None else bias.repeat(hb2 * wb2)
+            if fused:  # the map as a 1x1 conv of the (Hb*Wb*C, Ha, Wa) image: faster than the matmul
+                image = xl.reshape(b, ha, wa, hb * wb * c).permute(0, 3, 1, 2)
+                other = add.reshape(b, ha, wa, hb2 * wb2 * o).permute(0, 3, 1, 2)
+                y = fused_conv(image, weight.view(*weight.shape, 1, 1), bias, add=other)
+                return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
             flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), weight, bias)  # (B*Ha*Wa, Hb'*Wb'*O)
-            return flat.view(b, ha, wa, hb2, wb2, self.out_channels), flat
+            return flat.add_(add.reshape(flat.shape)).view(b, ha, wa, hb2, wb2, o)
         images = xl.reshape(b * ha * wa, hb, wb, c).permute(0, 3, 1, 2)
-        flat = F.conv2d(images, conv.weight, bias, self.support_stride, conv.padding)
-        flat = flat.contiguous(memory_format=torch.channels_last)  # a no-op unless C or O is 1
-        out = flat.permute(0, 2, 3, 1).reshape(b, ha, wa, flat.shape[2], flat.shape[3], self.out_channels)
-        return out, flat
+        other = add.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
+        if fused:
+            y = fused_conv(images, conv.weight, bias, self.support_stride, conv.padding, add=other)
+        else:
+            y = F.conv2d(images, conv.weight, bias, self.support_stride, conv.padding)
+            y = y.contiguous(memory_format=torch.channels_last).add_(other)  # a no-op unless C or O is 1
+        return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
 
     def _query_branch(self, xl: torch.Tensor) -> torch.Tensor:
         """Eq. 7: a 2D conv over (Ha, Wa) at every strided support position (the pivots).
@@ -204,16 +214,60 @@ class CenterPivotConv4d(nn.Module):
         training = torch.is_grad_enabled() and conv.weight.requires_grad
         if training and (sh, sw) == (1, 1) and xl.device.type == "cpu":
             return self._query_branch_grouped(xl)
-        pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
+        return self._pivot_conv(xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl)
+
+    def _pivot_conv(self, pivots: torch.Tensor) -> torch.Tensor:
+        """The query conv at each given pivot: (B, Ha, Wa, P, Q, C) -> (B, Ha, Wa, P, Q, O)."""
+        conv = self.query_conv
+        training = torch.is_grad_enabled() and conv.weight.requires_grad
         b, ha, wa, hb, wb, c = pivots.shape
-        if training or xl.device.type not in DILATED_QUERY_DEVICES:
+        if training or pivots.device.type not in DILATED_QUERY_DEVICES:
             images = pivots.permute(0, 3, 4, 1, 2, 5).reshape(b * hb * wb, ha, wa, c).permute(0, 3, 1, 2)
             out = F.conv2d(images.contiguous(memory_format=torch.channels_last), conv.weight, None, 1, conv.padding)
-            return out.permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, -1).permute(0, 3, 4, 1, 2, 5)
+            return out.permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, self.out_channels).permute(0, 3, 4, 1, 2, 5)
         d = hb * wb
         images = pivots.contiguous().reshape(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
         out = F.conv2d(images, conv.weight, None, 1, (conv.padding[0], conv.padding[1] * d), (1, d))
         return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
+
+    def forward_cropped(self, corr: CroppedCorrelation) -> torch.Tensor:
+        """The layer on a level's correlation given as the support window it reads
+        (:mod:`hsnet_lite.support_crop`): equal to ``forward(corr.to_full())``.
+
+        Both branches run on the window only: the support conv without padding (the window
+        carries its padding zeros) gives exactly the outputs ``rows.lo..rows.hi`` x
+        ``cols.lo..cols.hi``; the pivots of those outputs sit at window positions k//2 + s*i.
+        Every other output is the bias (zero columns in both branches).
+        """
+        rows, cols = corr.rows, corr.cols
+        if (rows.k, cols.k) != self.kernel_size[2:] or (rows.s, cols.s) != self.support_stride:
+            return self.forward(corr.to_full())
+        x = corr.crop
+        check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
+        xl = x.permute(0, 2, 3, 4, 5, 1)
+        if not is_channels_last_6d(x):
+            xl = xl.contiguous()
+        b, ha, wa, hc, wc, c = xl.shape
+        nh, nw = rows.hi - rows.lo + 1, cols.hi - cols.lo + 1
+        conv = self.support_conv
+        bias = None if conv.bias is None else self.query_conv.bias + conv.bias
+        pivots = xl[:, :, :, rows.k // 2 :: rows.s, cols.k // 2 :: cols.s][:, :, :, :nh, :nw]
+        q = self._pivot_conv(pivots)
+        images = xl.reshape(b * ha * wa, hc, wc, c).permute(0, 3, 1, 2)
+        other = q.reshape(b * ha * wa, nh, nw, self.out_channels).permute(0, 3, 1, 2)
+        if onednn_available(xl) and not needs_autograd(conv.weight, xl, q, bias):
+            flat = fused_conv(images, conv.weight, bias, self.support_stride, (0, 0), add=other)
+        else:
+            flat = F.conv2d(images, conv.weight, bias, self.support_stride)
+            flat = flat.contiguous(memory_format=torch.channels_last) + other  # channels-last unless C or O is 1
+        block = flat.permute(0, 2, 3, 1).reshape(b, ha, wa, nh, nw, self.out_channels)
+        full = (b, ha, wa, rows.n_out, cols.n_out, self.out_channels)
+        if bias is None:
+            out = block.new_zeros(full)
+        else:
+            out = bias.expand(full).contiguous()
+        out[:, :, :, rows.lo : rows.hi + 1, cols.lo : cols.hi + 1] = block
+        return out.permute(0, 5, 1, 2, 3, 4)
 
     def _query_branch_grouped(self, xl: torch.Tensor) -> torch.Tensor:
         """Eq. 7 for a support stride of 1 (every support position is a pivot), copy-free in
@@ -249,10 +303,17 @@ class CenterPivotConv4d(nn.Module):
             valid = (ti >= 0) & (ti < kh) & (tj >= 0) & (tj < kw)
             idx = torch.where(valid, ti * kw + tj, kh * kw).reshape(hb2 * wb2, hb * wb)  # kh*kw: a zero tap
             idx = self._tap_index[key] = idx.to(conv.weight.device)
+        cached = not needs_autograd(conv.weight)  # inference: reuse the matrix while the weight is unchanged
+        cache_key = (key, conv.weight.data_ptr(), conv.weight._version, conv.weight.dtype)
+        if cached and self._matrix_cache is not None and self._matrix_cache[0] == cache_key:
+            return self._matrix_cache[1], hb2, wb2
         o, c = conv.weight.shape[:2]
         taps = F.pad(conv.weight.reshape(o, c, kh * kw), (0, 1))  # (O, C, kh*kw + 1), last tap zero
         matrix = taps[:, :, idx]  # (O, C, Hb'*Wb', hb*wb)
-        return matrix.permute(2, 0, 3, 1).reshape(hb2 * wb2 * o, hb * wb * c), hb2, wb2
+        matrix = matrix.permute(2, 0, 3, 1).reshape(hb2 * wb2 * o, hb * wb * c)
+        if cached and not conv.weight.is_inference():
+            self._matrix_cache = (cache_key, matrix)
+        return matrix, hb2, wb2
 
     def to_dense(self) -> Conv4d:
         """The equivalent dense :class:`Conv4d` (kernel zero off the center-pivot cross).

@@ -9,6 +9,7 @@ Variants used by the ablations are plain configuration:
 """
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import torch
@@ -84,12 +85,15 @@ class HSNet(nn.Module):
 
     @torch.no_grad()
     def hypercorrelation(
-        self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
+        self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor,
+        workspace: dict | None = None, crops: dict | None = None,
     ) -> dict[int, torch.Tensor]:
         """Hypercorrelation pyramid of B episodes with K supports each, batch B*K.
 
         The B queries and all B*K supports go through the backbone together, in one batch
         (each query once per episode, however large K is); queries are L2-normalised once.
+        ``workspace``, ``crops``: see :func:`hsnet_lite.correlation.hypercorrelation` (used by
+        :meth:`forward`).
         """
         b = query_img.shape[0]
         feats = self.extract(torch.cat([query_img, support_imgs.flatten(0, 1)]))
@@ -100,7 +104,8 @@ class HSNet(nn.Module):
             support = mask_features(support, masks)
         support = [l2_normalize(f) for f in support]
         # with the masks, the support background's correlations (exact zeros) are not computed
-        return hypercorrelation(query, support, self.feature_levels, normalized=True, support_masks=masks)
+        return hypercorrelation(query, support, self.feature_levels, normalized=True, support_masks=masks,
+                                workspace=workspace, crops=crops)
 
     def forward(
         self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
@@ -116,10 +121,28 @@ class HSNet(nn.Module):
         """
         support_imgs, support_masks = check_episode(query_img, support_imgs, support_masks)
         b, k = support_imgs.shape[:2]
-        logits = self.learner(self.hypercorrelation(query_img, support_imgs, support_masks))
+        hypercorr = self.hypercorrelation(query_img, support_imgs, support_masks, self._workspace(),
+                                          crops=self.learner.support_windows())
+        logits = self.learner(hypercorr)
         logits = F.interpolate(logits, size=query_img.shape[-2:], mode="bilinear", align_corners=True)
         logits = logits.contiguous()  # the learner works channels-last; hand back the standard layout
         return logits if k == 1 else logits.view(b, k, *logits.shape[1:])
+
+    def _workspace(self) -> dict | None:
+        """Buffers the correlation reuses between inference calls of this thread (no autograd graph
+        can hold them then: the learner consumes the correlation at once); ``None`` while
+        gradients are enabled, when the first layers keep their input for the backward pass."""
+        if torch.is_grad_enabled():
+            return None
+        local = self.__dict__.setdefault("_workspaces", threading.local())
+        if not hasattr(local, "buffers"):
+            local.buffers = {}
+        return local.buffers
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the reusable buffers behind."""
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k != "_workspaces"}
 
     @torch.no_grad()
     def predict_mask(

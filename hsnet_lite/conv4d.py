@@ -234,14 +234,32 @@ class CenterPivotConv4d(nn.Module):
         """The layer on a level's correlation given as the support window it reads
         (:mod:`hsnet_lite.support_crop`): equal to ``forward(corr.to_full())``.
 
-        Both branches run on the window only: the support conv without padding (the window
-        carries its padding zeros) gives exactly the outputs ``rows.lo..rows.hi`` x
-        ``cols.lo..cols.hi``; the pivots of those outputs sit at window positions k//2 + s*i.
-        Every other output is the bias (zero columns in both branches).
+        Both branches run on the window only (:meth:`cropped_block`); every other output is the
+        bias (zero columns in both branches).
+        """
+        if not self.fits(corr):
+            return self.forward(corr.to_full())
+        block, bias = self.cropped_block(corr)
+        rows, cols = corr.rows, corr.cols
+        if bias is None:
+            bias = block.new_zeros(self.out_channels)
+        region = (slice(rows.lo, rows.hi + 1), slice(cols.lo, cols.hi + 1))
+        out = _BlockInConstant.apply(block, bias, (rows.n_out, cols.n_out), region)
+        return out.permute(0, 5, 1, 2, 3, 4)
+
+    def fits(self, corr: CroppedCorrelation) -> bool:
+        """True when ``corr`` was cut for this layer's support kernel and stride."""
+        return ((corr.rows.k, corr.cols.k) == self.kernel_size[2:]
+                and (corr.rows.s, corr.cols.s) == self.support_stride)
+
+    def cropped_block(self, corr: CroppedCorrelation) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The outputs ``rows.lo..rows.hi`` x ``cols.lo..cols.hi`` of the layer on a cropped
+        correlation, as a (B, Ha, Wa, nh, nw, O) tensor, and the bias every other output equals.
+
+        The support conv runs without padding (the window carries its padding zeros) and gives
+        exactly those outputs; their pivots sit at window positions k//2 + s*i.
         """
         rows, cols = corr.rows, corr.cols
-        if (rows.k, cols.k) != self.kernel_size[2:] or (rows.s, cols.s) != self.support_stride:
-            return self.forward(corr.to_full())
         x = corr.crop
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
         xl = x.permute(0, 2, 3, 4, 5, 1)
@@ -260,14 +278,7 @@ class CenterPivotConv4d(nn.Module):
         else:
             flat = F.conv2d(images, conv.weight, bias, self.support_stride)
             flat = flat.contiguous(memory_format=torch.channels_last) + other  # channels-last unless C or O is 1
-        block = flat.permute(0, 2, 3, 1).reshape(b, ha, wa, nh, nw, self.out_channels)
-        full = (b, ha, wa, rows.n_out, cols.n_out, self.out_channels)
-        if bias is None:
-            out = block.new_zeros(full)
-        else:
-            out = bias.expand(full).contiguous()
-        out[:, :, :, rows.lo : rows.hi + 1, cols.lo : cols.hi + 1] = block
-        return out.permute(0, 5, 1, 2, 3, 4)
+        return flat.permute(0, 2, 3, 1).reshape(b, ha, wa, nh, nw, self.out_channels), bias
 
     def _query_branch_grouped(self, xl: torch.Tensor) -> torch.Tensor:
         """Eq. 7 for a support stride of 1 (every support position is a pivot), copy-free in
@@ -332,6 +343,27 @@ class CenterPivotConv4d(nn.Module):
             if dense.bias is not None:
                 dense.bias.copy_(self.query_conv.bias + self.support_conv.bias)
         return dense
+
+
+class _BlockInConstant(torch.autograd.Function):
+    """A (B, Ha, Wa, H', W', O) tensor equal to ``bias`` everywhere but on the support ``region``
+    (rows, cols), where it is ``block``: built in one pass, and differentiated without the copies
+    autograd makes for an in-place slice assignment (the bias gradient is the sum of the output
+    gradient outside the region)."""
+
+    @staticmethod
+    def forward(ctx, block, bias, size, region):  # noqa: D102
+        b, ha, wa, _, _, o = block.shape
+        out = bias.expand(b, ha, wa, *size, o).contiguous()
+        out[:, :, :, region[0], region[1]] = block
+        ctx.region = region
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        inside = grad[:, :, :, ctx.region[0], ctx.region[1]]
+        grad_bias = grad.sum(dim=(0, 1, 2, 3, 4)) - inside.sum(dim=(0, 1, 2, 3, 4))
+        return inside, grad_bias, None, None
 
 
 def center_pivot_mask(kernel_size: int | Sequence[int]) -> torch.Tensor:

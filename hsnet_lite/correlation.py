@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import support_crop
-from .folded_convs import onednn_available
+from .folded_convs import needs_autograd, onednn_available
 from .support_crop import CroppedCorrelation
 
 EPS = 1e-5
@@ -65,6 +65,7 @@ def hypercorrelation(
     support_masks: torch.Tensor | None = None,
     workspace: dict | None = None,
     crops: dict[int, tuple[tuple[int, int], tuple[int, int]]] | None = None,
+    mask_support: bool = False,
 ) -> dict[int, torch.Tensor | CroppedCorrelation]:
     """Stack the per-layer correlations of each pyramid level (Eq. 3).
 
@@ -72,7 +73,8 @@ def hypercorrelation(
         query_feats, support_feats: the L features of query and (masked) support, same order.
         feature_levels: pyramid level p of each of the L features.
         normalized: set when the features were already passed through :func:`l2_normalize`
-            (lets a K-shot episode normalise the query once).
+            (lets a K-shot episode normalise the query once); with ``mask_support``, only the
+            query features.
         support_masks: the (B*K, H, W) masks the support features were multiplied with
             (:func:`mask_features`), if they were. A support position where the resized mask is
             0 has an all-zero feature, so its correlations are exactly 0: they are written as
@@ -85,6 +87,10 @@ def hypercorrelation(
         crops: ``{p: (kernel, stride)}`` of the first squeezing layer of level p: with the
             masks, level p's result is then the :class:`~hsnet_lite.support_crop.CroppedCorrelation`
             that layer reads, when that saves work (CPU only; see :mod:`hsnet_lite.support_crop`).
+        mask_support: the support features are raw (neither masked nor normalised): Eq. 1 and
+            the normalisation are applied here, with ``support_masks``. On the CPU only the kept
+            support positions are masked and normalised (a quarter of the work for an object
+            covering a quarter of the image).
     Returns:
         ``{p: C_p}`` with C_p of shape (B, n_p, Ha, Wa, Hb, Wb), layers shallow to deep, stored
         channels-last (memory order B, Ha, Wa, Hb, Wb, n_p), the layout the learner works in:
@@ -95,10 +101,16 @@ def hypercorrelation(
             f"got {len(query_feats)} query features, {len(support_feats)} support features "
             f"and {len(feature_levels)} levels; they must match"
         )
+    if mask_support and support_masks is None:
+        raise ValueError("mask_support=True needs the support_masks to apply")
+    lazy = mask_support and support_masks.device.type == "cpu" and not needs_autograd(*support_feats)
+    if mask_support and not lazy:
+        support_feats = [l2_normalize(f) for f in mask_features(support_feats, support_masks)]
     per_level: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for q, s, p in zip(query_feats, support_feats, feature_levels):
         if not normalized:
-            q, s = l2_normalize(q), l2_normalize(s)
+            q = l2_normalize(q)
+            s = s if mask_support else l2_normalize(s)
         per_level.setdefault(p, []).append((q, s))
     out = {}
     for p, pairs in sorted(per_level.items()):
@@ -107,15 +119,16 @@ def hypercorrelation(
             stacked = torch.stack([cosine_correlation(q, s) for q, s in pairs], dim=-1)
             out[p] = stacked.permute(0, 5, 1, 2, 3, 4)
             continue
-        keep = None
+        keep = weights = None
         if support_masks is not None and support_masks.device.type == "cpu":  # on a GPU one matmul is faster
-            keep = resize_mask(support_masks, pairs[0][1].shape[-2:]).flatten(1) != 0  # (B*K, Hb*Wb)
+            weights = resize_mask(support_masks, pairs[0][1].shape[-2:]).flatten(1)  # (B*K, Hb*Wb)
+            keep = weights != 0
         window = None
         if keep is not None and crops and p in crops:
             window = support_crop.plan(keep.view(-1, *pairs[0][1].shape[-2:]), *crops[p])
-        corr = _stacked_correlation(pairs, keep, workspace, p, window)
+        corr = _stacked_correlation(pairs, keep, workspace, p, window, weights if lazy else None)
         if window is not None:
-            out[p] = CroppedCorrelation(corr.permute(0, 5, 1, 2, 3, 4), *window)
+            out[p] = CroppedCorrelation(corr.permute(0, 5, 1, 2, 3, 4), *window, workspace=workspace)
         else:
             out[p] = corr.permute(0, 5, 1, 2, 3, 4)
     return out
@@ -124,6 +137,11 @@ def hypercorrelation(
 # Support positions are skipped only when at most this fraction of them is kept: past it, one
 # full matmul per layer beats gathering the kept columns and scattering the result.
 SPARSE_MAX_FRACTION = 0.8
+
+
+def _normalize_rows(rows: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """:func:`l2_normalize` for an (N, C) matrix of positions (in place: ``rows`` is a fresh copy)."""
+    return rows.div_(rows.norm(p=2, dim=1, keepdim=True) + eps)
 
 
 def _positions(feat: torch.Tensor) -> torch.Tensor:
@@ -152,7 +170,7 @@ def _relu_cosines(query: torch.Tensor, support_rows: torch.Tensor, groups: int) 
     return torch.bmm(q, support_rows.view(groups, -1, c).transpose(1, 2)).clamp_(min=0).transpose(0, 1)
 
 
-def _buffer(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype, zero: bool,
+def workspace_buffer(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype, zero: bool,
             workspace: dict | None, key: object) -> torch.Tensor:
     """An output buffer: fresh, or the front of the flat ``workspace[key]`` when that is large
     enough and of the right dtype and device (it grows to the largest size asked for)."""
@@ -168,7 +186,8 @@ def _buffer(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype, zero
 
 def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], keep: torch.Tensor | None,
                          workspace: dict | None = None, key: object = None,
-                         window: tuple[support_crop.Window, support_crop.Window] | None = None) -> torch.Tensor:
+                         window: tuple[support_crop.Window, support_crop.Window] | None = None,
+                         mask_weights: torch.Tensor | None = None) -> torch.Tensor:
     """The correlations of one level stacked as a (B*K, Ha, Wa, Hb, Wb, n) tensor, computed in place.
 
     ``keep``: (B*K, Hb*Wb) bool, False where the support feature is known to be zero in every
@@ -176,6 +195,8 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     correlated with its query in one call for all n layers (:func:`_relu_cosines`); elsewhere,
     without skipped columns, one batched matmul per layer. With ``window`` (rows, cols), only that
     window of the support dims is stored: (B*K, Ha, Wa, rows.length, cols.length, n).
+    ``mask_weights``: (B*K, Hb*Wb) resized masks when the supports are raw: each support position
+    used is masked (Eq. 1) and normalised here.
     """
     b, _, ha, wa = pairs[0][0].shape
     bk, _, hb, wb = pairs[0][1].shape
@@ -186,6 +207,8 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     if window is None and not any(sparse) and not (onednn_available(pairs[0][0]) and same_width):
         corr = None  # one batched matmul per layer, clamped straight into its slot
         for i, (q, s) in enumerate(pairs):
+            if mask_weights is not None:
+                s = l2_normalize(s * mask_weights.view(bk, 1, hb, wb).to(s.dtype))
             cos = _cosine(q, s)
             if corr is None:
                 corr = cos.new_empty(bk, ha, wa, hb, wb, n)
@@ -195,7 +218,7 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     dtype = torch.result_type(q0, s0)
     if window is not None:
         hb, wb = window[0].length, window[1].length  # the stored support window
-    corr = _buffer((bk, ha * wa, hb * wb, n), q0, dtype, any(sparse) or window is not None, workspace, key)
+    corr = workspace_buffer((bk, ha * wa, hb * wb, n), q0, dtype, any(sparse) or window is not None, workspace, key)
     queries = {}
     for j in range(bk):  # support j, of query j // K
         idx = keep[j].nonzero().squeeze(1) if sparse[j] or window is not None else None
@@ -206,6 +229,9 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
             continue  # an empty mask: all zeros
         rows = [_positions(s[j]) for _, s in pairs]  # (Hb*Wb, C) each
         rows = [r if idx is None else r.index_select(0, idx) for r in rows]
+        if mask_weights is not None:  # Eq. 1 and the normalisation, on the rows used only
+            m = (mask_weights[j] if idx is None else mask_weights[j, idx]).unsqueeze(1)
+            rows = [_normalize_rows(r * m.to(r.dtype)) for r in rows]
         if same_width:
             qi = j * b // bk
             if qi not in queries:

@@ -17,7 +17,7 @@ layer convolves about half of it. ``to_full()`` rebuilds the dense tensor.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -65,6 +65,7 @@ class CroppedCorrelation:
     crop: torch.Tensor
     rows: Window
     cols: Window
+    workspace: dict | None = field(default=None, repr=False)  # inference buffers the first layer may reuse
 
     @property
     def shape(self) -> torch.Size:

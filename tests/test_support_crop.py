@@ -151,3 +151,42 @@ def test_masked_correlation_uses_crops_only_when_asked():
     assert isinstance(plain, torch.Tensor) and isinstance(cropped, CroppedCorrelation)
     assert cropped.crop.numel() < plain.numel() / 2
     assert torch.equal(cropped.to_full(), plain)
+
+
+@pytest.mark.parametrize("b,k", [(1, 1), (2, 2)])
+def test_masking_inside_the_correlation_equals_masking_first(b, k):
+    g = torch.Generator().manual_seed(5)
+    levels = [1, 1, 2]
+    query = [torch.randn(b, 8, n, n, generator=g).contiguous(memory_format=torch.channels_last) for n in (12, 12, 6)]
+    support = [torch.randn(b * k, 8, n, n, generator=g).contiguous(memory_format=torch.channels_last)
+               for n in (12, 12, 6)]
+    masks = box_masks(b * k, 1, 48, [(4, 20, 8, 30), (0, 48, 0, 48), (30, 48, 30, 48), (10, 12, 10, 12)][: b * k])[:, 0]
+    masked = [f * torch.nn.functional.interpolate(masks[:, None], size=f.shape[-2:], mode="bilinear",
+                                                  align_corners=True) for f in support]
+    expected = hypercorrelation(query, masked, levels, support_masks=masks)
+    got = hypercorrelation(query, support, levels, support_masks=masks, mask_support=True)
+    for p in expected:
+        assert torch.allclose(got[p], expected[p], atol=1e-6)
+    with pytest.raises(ValueError, match="mask_support"):
+        hypercorrelation(query, support, levels, mask_support=True)
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
+    from hsnet_lite.blocks import GroupNorm4d, cropped_conv_norm
+    torch.manual_seed(1)
+    conv, norm = CenterPivotConv4d(4, 16, 5, 4), GroupNorm4d(4, 16, relu=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    full, keep = sparse_corr(2, 4, 6, 5, 25, 25, box)
+    full[1] *= 3.0  # per-image statistics differ
+    cropped = crop_of(full, keep, 5, 4)
+    cropped.workspace = {}
+    with torch.no_grad():
+        expected = norm(conv(full))
+        for _ in range(2):  # the second call reuses the workspace buffer
+            assert torch.allclose(cropped_conv_norm(conv, norm, cropped), expected, atol=1e-5)
+    assert len(cropped.workspace) == 1
+    grad_path = cropped_conv_norm(conv, norm, cropped)  # with autograd: the plain norm on the full output
+    assert grad_path.requires_grad and torch.allclose(grad_path, expected, atol=1e-5)

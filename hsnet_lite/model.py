@@ -121,8 +121,9 @@ class HSNet(nn.Module):
         """
         support_imgs, support_masks = check_episode(query_img, support_imgs, support_masks)
         b, k = support_imgs.shape[:2]
-        hypercorr = self.hypercorrelation(query_img, support_imgs, support_masks, self._workspace(),
-                                          crops=self.learner.support_windows())
+        # a compiled learner would recompile for every new support window: it gets dense tensors
+        crops = None if self.__dict__.get("_learner_compiled") else self.learner.support_windows()
+        hypercorr = self.hypercorrelation(query_img, support_imgs, support_masks, self._workspace(), crops=crops)
         logits = self.learner(hypercorr)
         logits = F.interpolate(logits, size=query_img.shape[-2:], mode="bilinear", align_corners=True)
         logits = logits.contiguous()  # the learner works channels-last; hand back the standard layout
@@ -167,6 +168,7 @@ class HSNet(nn.Module):
         compile`` reports the speed and the agreement of its masks with the eager fp32 ones.
         """
         self.learner.compile(**compile_kwargs)
+        self.__dict__["_learner_compiled"] = True
         return self
 
     @staticmethod

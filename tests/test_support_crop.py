@@ -190,3 +190,18 @@ def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
     assert len(cropped.workspace) == 1
     grad_path = cropped_conv_norm(conv, norm, cropped)  # with autograd: the plain norm on the full output
     assert grad_path.requires_grad and torch.allclose(grad_path, expected, atol=1e-5)
+
+
+def test_a_compiled_learner_gets_dense_correlations(monkeypatch):
+    net = HSNet("efficientnet-lite0", weights=None).eval()
+    seen = []
+    original = net.hypercorrelation
+    monkeypatch.setattr(net, "hypercorrelation", lambda *a, **k: seen.append(k["crops"]) or original(*a, **k))
+    monkeypatch.setattr(net.learner, "compile", lambda **kwargs: None)  # compiling itself is not under test
+    q, s = torch.randn(1, 3, 96, 96), torch.randn(1, 1, 3, 96, 96)
+    m = box_masks(1, 1, 96, [(10, 40, 10, 40)])
+    with torch.no_grad():
+        net(q, s, m)
+        net.compile_learner()
+        net(q, s, m)
+    assert seen[0] == net.learner.support_windows() and seen[1] is None  # no recompiling per support window

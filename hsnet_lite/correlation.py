@@ -234,8 +234,10 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
             rows = [_normalize_rows(r * m.to(r.dtype)) for r in rows]
         if same_width:
             qi = j * b // bk
-            if qi not in queries:
-                queries[qi] = torch.cat([q[qi : qi + 1] for q, _ in pairs], dim=1)
+            if qi not in queries:  # the query features of the n layers as one (1, n*C, Ha, Wa) image
+                nc = sum(q.shape[1] for q, _ in pairs)
+                image = workspace_buffer((1, ha, wa, nc), q0, q0.dtype, False, workspace, (key, "query", qi))
+                queries[qi] = torch.cat([q[qi : qi + 1] for q, _ in pairs], dim=1, out=image.permute(0, 3, 1, 2))
             cos = _relu_cosines(queries[qi], torch.cat(rows), n).transpose(1, 2)  # (Ha*Wa, k, n)
         else:  # layers of different widths (EfficientNet-Lite0): one call per layer
             qi = j * b // bk

@@ -67,7 +67,8 @@ trained numbers carry `# NBVAL_IGNORE_OUTPUT`: a training run follows the floati
 the CPU it runs on, so the regression test compares everything else in these notebooks but not those
 numbers."""
 
-RUN = """# NBVAL_IGNORE_OUTPUT (trained numbers follow the CPU's floating-point kernels)
+RUN = """# NBVAL_IGNORE_OUTPUT
+# (trained numbers follow the CPU's floating-point kernels)
 records = ablations.run_table(TABLE, RUN_MODE, DATAPATH, reuse_results=RUN_MODE != "cpu-mini")
 print(f"{len(records)} evaluations in results/{RUN_MODE}/table_{TABLE}.json")"""
 
@@ -77,7 +78,8 @@ Measured columns are means over the folds that were run (the mini mode runs fold
 paper's column is the mean over the four PASCAL-5i folds. A column shows `-` until its mode has
 been run; the difference to the paper is shown for the paper-protocol GPU column."""
 
-TABLE_CELL = """# NBVAL_IGNORE_OUTPUT (trained numbers follow the CPU's floating-point kernels)
+TABLE_CELL = """# NBVAL_IGNORE_OUTPUT
+# (trained numbers follow the CPU's floating-point kernels)
 columns = {{
     "CPU mini": records if RUN_MODE == "cpu-mini" else ablations.load_results(TABLE, "cpu-mini"),
     "GPU, embedded": ablations.load_results(TABLE, "gpu-embedded"),
@@ -106,7 +108,7 @@ def notebook(number: str, slug: str, table: str, intro: str, findings_code: str,
         new_code_cell(TABLE_CELL.format(metrics=repr(tuple(metrics)))),
         new_code_cell(FIGURE.format(metric=metrics[0], title=title or f"Table {table}", table=table)),
         new_markdown_cell(findings_md),
-        new_code_cell("# NBVAL_IGNORE_OUTPUT (trained numbers follow the CPU's floating-point kernels)\n"
+        new_code_cell("# NBVAL_IGNORE_OUTPUT\n# (trained numbers follow the CPU's floating-point kernels)\n"
                       + findings_code),
         new_markdown_cell(exercise_md),
         new_code_cell(exercise_code),

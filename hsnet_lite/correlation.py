@@ -171,7 +171,7 @@ def _relu_cosines(query: torch.Tensor, support_rows: torch.Tensor, groups: int) 
 
 
 def workspace_buffer(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype, zero: bool,
-            workspace: dict | None, key: object) -> torch.Tensor:
+                     workspace: dict | None, key: object) -> torch.Tensor:
     """An output buffer: fresh, or the front of the flat ``workspace[key]`` when that is large
     enough and of the right dtype and device (it grows to the largest size asked for)."""
     if workspace is None:

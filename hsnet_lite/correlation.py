@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import support_crop
-from .folded_convs import needs_autograd, onednn_available
+from .folded_convs import fused_conv, needs_autograd, onednn_available
 from .support_crop import CroppedCorrelation
 
 EPS = 1e-5
@@ -139,11 +139,6 @@ def hypercorrelation(
 SPARSE_MAX_FRACTION = 0.8
 
 
-def _normalize_rows(rows: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """:func:`l2_normalize` for an (N, C) matrix of positions (in place: ``rows`` is a fresh copy)."""
-    return rows.div_(rows.norm(p=2, dim=1, keepdim=True) + eps)
-
-
 def _positions(feat: torch.Tensor) -> torch.Tensor:
     """A (C, H, W) feature as the (H*W, C) matrix of its positions: a view when channels-last
     (then gathering kept positions reads whole rows and never copies the rest)."""
@@ -163,8 +158,7 @@ def _relu_cosines(query: torch.Tensor, support_rows: torch.Tensor, groups: int) 
     _, nc, ha, wa = query.shape
     c = nc // groups
     if onednn_available(query):
-        out = torch.ops.mkldnn._convolution_pointwise(query, support_rows.contiguous().view(-1, c, 1, 1), None,
-                                                      [0, 0], [1, 1], [1, 1], groups, "relu", [], "")
+        out = fused_conv(query, support_rows.contiguous().view(-1, c, 1, 1), None, groups=groups, relu=True)
         return out.permute(0, 2, 3, 1).reshape(ha * wa, groups, -1)
     q = query.flatten(2).view(groups, c, ha * wa).transpose(1, 2)  # (n, Ha*Wa, C)
     return torch.bmm(q, support_rows.view(groups, -1, c).transpose(1, 2)).clamp_(min=0).transpose(0, 1)
@@ -231,7 +225,7 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
         rows = [r if idx is None else r.index_select(0, idx) for r in rows]
         if mask_weights is not None:  # Eq. 1 and the normalisation, on the rows used only
             m = (mask_weights[j] if idx is None else mask_weights[j, idx]).unsqueeze(1)
-            rows = [_normalize_rows(r * m.to(r.dtype)) for r in rows]
+            rows = [l2_normalize(r * m.to(r.dtype)) for r in rows]  # (N, C): channels on dim 1, as for images
         if same_width:
             qi = j * b // bk
             if qi not in queries:  # the query features of the n layers as one (1, n*C, Ha, Wa) image

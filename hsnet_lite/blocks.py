@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
-from .correlation import workspace_buffer
-from .folded_convs import needs_autograd
+from .cropped_norm import cropped_conv_norm
 from .support_crop import CroppedCorrelation
 
 CHANNELS = (16, 64, 128)
@@ -82,49 +81,6 @@ class GroupNorm4d(nn.GroupNorm):
         if self.relu:
             out = F.relu_(out)
         return out.reshape(b, *dims, c).permute(0, 5, 1, 2, 3, 4)
-
-
-def cropped_conv_norm(conv: CenterPivotConv4d, norm: GroupNorm4d, corr: CroppedCorrelation) -> torch.Tensor:
-    """``norm(conv(C))`` for the first layer of f_p^sqz given the support window of C_p it reads
-    (:mod:`hsnet_lite.support_crop`).
-
-    At inference, every output of the conv outside its computed block is the bias, one constant
-    vector: the group statistics add that region in closed form (n values equal to the bias),
-    the region becomes one normalised constant, and only the block is normalised element-wise.
-    This skips the group norm's passes over the constant region (half of a 27 MB tensor per
-    image at 400x400). The statistics are combined in float64. With autograd, the plain
-    :meth:`~hsnet_lite.conv4d.CenterPivotConv4d.forward_cropped` and the norm run.
-    """
-    if not conv.fits(corr):
-        return norm(conv(corr.to_full()))
-    params = [*conv.parameters(), *norm.parameters()]
-    if needs_autograd(corr.crop, *params) or conv.query_conv.bias is None or not norm.affine:
-        return norm(conv.forward_cropped(corr))
-    block, bias = conv.cropped_block(corr)
-    rows, cols = corr.rows, corr.cols
-    b, ha, wa, nh, nw, o = block.shape
-    g = norm.num_groups
-    n_total = ha * wa * rows.n_out * cols.n_out  # values per channel and image
-    n_const = n_total - ha * wa * nh * nw
-    values = block.reshape(b, -1, o)
-    s1 = values.sum(1).double() + n_const * bias.double()  # (PyTorch sums floats by cascade: accurate)
-    s2 = (values * values).sum(1).double() + n_const * bias.double() ** 2
-    n = n_total * (o // g)
-    mean = s1.view(b, g, -1).sum(2) / n  # (B, G)
-    var = (s2.view(b, g, -1).sum(2) / n - mean**2).clamp(min=0)
-    rstd = torch.rsqrt(var + norm.eps)
-    scale = rstd.repeat_interleave(o // g, dim=1) * norm.weight.double()  # (B, O)
-    shift = norm.bias.double() - mean.repeat_interleave(o // g, dim=1) * scale
-    scale, shift = scale.to(block.dtype), shift.to(block.dtype)
-    const = torch.addcmul(shift, bias.expand(b, o), scale)
-    full = (b, ha, wa, rows.n_out, cols.n_out, o)
-    out = workspace_buffer(full, block, block.dtype, False, corr.workspace, ("first squeeze layer", full[1:]))
-    out.copy_((const.relu() if norm.relu else const).view(b, 1, 1, 1, 1, o).expand(full))
-    region = out[:, :, :, rows.lo : rows.hi + 1, cols.lo : cols.hi + 1]
-    torch.addcmul(shift.view(b, 1, 1, 1, 1, o), block, scale.view(b, 1, 1, 1, 1, o), out=region)
-    if norm.relu:
-        region.relu_()
-    return out.permute(0, 5, 1, 2, 3, 4)
 
 
 def conv4d_block(in_ch: int, out_chs: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> nn.Sequential:

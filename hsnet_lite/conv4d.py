@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .folded_convs import fused_conv, needs_autograd, onednn_available
+from .strided_pivot import StridedCenterPivot
 from .support_crop import CroppedCorrelation
 
 Int4 = tuple[int, int, int, int]
@@ -162,10 +163,23 @@ class CenterPivotConv4d(nn.Module):
             xl = xl.contiguous()
         qb, sb = self.query_conv.bias, self.support_conv.bias
         bias = None if qb is None else qb + sb  # both biases add up: fold them into one conv
-        q = self._query_branch(xl)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
-        out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
+        if self._trains_strided(xl):  # Eq. 8 with a hand-written backward (hsnet_lite.strided_pivot)
+            k = self.kernel_size
+            padding = ((k[0] // 2, k[1] // 2), (k[2] // 2, k[3] // 2))
+            out = StridedCenterPivot.apply(xl, self.query_conv.weight, self.support_conv.weight, bias,
+                                           self.support_stride, padding)
+        else:
+            q = self._query_branch(xl)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
+            out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
         out = out.permute(0, 5, 1, 2, 3, 4)
         return out if channels_last else out.contiguous()
+
+    def _trains_strided(self, xl: torch.Tensor) -> bool:
+        """True for a strided layer trained on the CPU: :class:`StridedCenterPivot` runs it
+        (the support slice larger than the kernel; otherwise the small-slice map below)."""
+        kh, kw = self.kernel_size[2:]
+        return (xl.device.type == "cpu" and self.support_stride != (1, 1) and xl.shape[3] * xl.shape[4] > kh * kw
+                and needs_autograd(xl, *self.parameters()))
 
     def _support_branch(self, xl: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor) -> torch.Tensor:
         """Eq. 6: a 2D conv over (Hb, Wb) at every query position, on the channels-last view, plus
@@ -206,8 +220,10 @@ class CenterPivotConv4d(nn.Module):
         Inference on the CPU reads the channels-last view with a dilated conv (no copy). When the
         kernel is being trained, or on a GPU, the pivots are copied to a batch of (C, Ha, Wa)
         images instead: oneDNN's weight gradient of a dilated conv is several times slower than
-        the plain one (see :data:`DILATED_QUERY_DEVICES`); training on the CPU with a support
-        stride of 1 uses :meth:`_query_branch_grouped`.
+        the plain one (see :data:`DILATED_QUERY_DEVICES`). Training on the CPU uses
+        :meth:`_query_branch_grouped` for a support stride of 1, and
+        :class:`~hsnet_lite.strided_pivot.StridedCenterPivot` (both branches, with its own
+        backward) for a larger one.
         """
         sh, sw = self.support_stride
         conv = self.query_conv
@@ -277,7 +293,7 @@ class CenterPivotConv4d(nn.Module):
             flat = fused_conv(images, conv.weight, bias, self.support_stride, (0, 0), add=other)
         else:
             flat = F.conv2d(images, conv.weight, bias, self.support_stride)
-            flat = flat.contiguous(memory_format=torch.channels_last) + other  # channels-last unless C or O is 1
+            flat = flat.contiguous(memory_format=torch.channels_last).add_(other)  # channels-last unless C or O is 1
         return flat.permute(0, 2, 3, 1).reshape(b, ha, wa, nh, nw, self.out_channels), bias
 
     def _query_branch_grouped(self, xl: torch.Tensor) -> torch.Tensor:

@@ -171,14 +171,21 @@ def test_masking_inside_the_correlation_equals_masking_first(b, k):
         hypercorrelation(query, support, levels, mask_support=True)
 
 
-@pytest.mark.parametrize("box", BOXES)
-def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
-    from hsnet_lite.blocks import GroupNorm4d, cropped_conv_norm
-    torch.manual_seed(1)
-    conv, norm = CenterPivotConv4d(4, 16, 5, 4), GroupNorm4d(4, 16, relu=True)
+def first_layer(relu=True, seed=1):
+    """The first squeezing layer of level 1 (conv and norm) with a non-trivial affine norm."""
+    from hsnet_lite.blocks import GroupNorm4d
+    torch.manual_seed(seed)
+    conv, norm = CenterPivotConv4d(4, 16, 5, 4), GroupNorm4d(4, 16, relu=relu)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
+    return conv, norm
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
+    from hsnet_lite.cropped_norm import cropped_conv_norm
+    conv, norm = first_layer()
     full, keep = sparse_corr(2, 4, 6, 5, 25, 25, box)
     full[1] *= 3.0  # per-image statistics differ
     cropped = crop_of(full, keep, 5, 4)
@@ -188,8 +195,47 @@ def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
         for _ in range(2):  # the second call reuses the workspace buffer
             assert torch.allclose(cropped_conv_norm(conv, norm, cropped), expected, atol=1e-5)
     assert len(cropped.workspace) == 1
-    grad_path = cropped_conv_norm(conv, norm, cropped)  # with autograd: the plain norm on the full output
+    grad_path = cropped_conv_norm(conv, norm, cropped)  # with autograd: a fresh tensor, same values
     assert grad_path.requires_grad and torch.allclose(grad_path, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("box", BOXES)
+def test_first_layer_norm_gradients_in_closed_form_equal_float64_autograd(box, relu):
+    """The hand-written backward of the cropped first layer (cropped_norm._CroppedGroupNorm) against
+    autograd through the dense conv and group norm, evaluated in float64."""
+    from hsnet_lite.cropped_norm import cropped_conv_norm
+    conv, norm = first_layer(relu)
+    full, keep = sparse_corr(2, 4, 6, 5, 25, 25, box)
+    full[1] *= 3.0
+    cropped = crop_of(full, keep, 5, 4)
+    conv64, norm64 = copy.deepcopy(conv).double(), copy.deepcopy(norm).double()
+    out64 = norm64(conv64(full.double()))
+    target = torch.randn(out64.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (out64 * target).sum().backward()
+    out = cropped_conv_norm(conv, norm, cropped)
+    (out * target.float()).sum().backward()
+    assert torch.allclose(out.double(), out64, atol=1e-5)
+    for (name, p), p64 in zip([*conv.named_parameters(), *norm.named_parameters()],
+                              [*conv64.parameters(), *norm64.parameters()]):
+        scale = p64.grad.abs().max().item()
+        assert (p.grad.double() - p64.grad).abs().max().item() <= 1e-4 * scale, name
+
+
+def test_first_layer_norm_is_accurate_when_the_spread_is_small_next_to_the_mean():
+    """Outputs dominated by the bias (as in a trained first layer) cost a one-pass E[x^2] - E[x]^2
+    its digits; the closed form's two-pass statistics keep float64 accuracy."""
+    from hsnet_lite.cropped_norm import cropped_conv_norm
+    conv, norm = first_layer()
+    with torch.no_grad():
+        conv.query_conv.bias.fill_(20.0)
+    full, keep = sparse_corr(1, 4, 6, 5, 25, 25, BOXES[0])
+    full *= 1e-2
+    cropped = crop_of(full, keep, 5, 4)
+    with torch.no_grad():
+        expected = copy.deepcopy(norm).double()(copy.deepcopy(conv).double()(full.double()))
+        got = cropped_conv_norm(conv, norm, cropped).double()
+    assert (got - expected).abs().max().item() < 2e-4 * expected.abs().max().item()
 
 
 def test_a_compiled_learner_gets_dense_correlations(monkeypatch):

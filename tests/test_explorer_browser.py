@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from hsnet_lite.teaching import figures_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_hypercorrelation.ipynb"
-SCREENSHOT = ROOT / "figures" / "explorer_browser.png"
+SCREENSHOT_NAME = "explorer_browser.png"  # saved in figures_dir(): figures/ unless $HSNET_LITE_FIGURES is set
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -146,8 +148,7 @@ def test_explorer_slider_changes_picture_in_browser(lab):
                 "before => document.querySelector('.widget-image').src !== before", arg=src_before, timeout=30_000)
             page.wait_for_timeout(500)
             shot_after = area.screenshot()
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            area.screenshot(path=str(SCREENSHOT))
+            area.screenshot(path=str(figures_dir() / SCREENSHOT_NAME))
             text_after = html.inner_text()
         finally:
             browser.close()

@@ -117,6 +117,41 @@ def _miou_areas_example() -> float:
     return round(meter.miou(), 1)
 
 
+def _vote_pixels_abc() -> list[str]:
+    from .model import kshot_vote
+    votes = torch.tensor([[[[1, 1, 1]], [[1, 1, 0]], [[1, 0, 0]]]])  # (B=1, K=3, H=1, W=3): pixels A, B, C
+    return [name for name, on in zip("ABC", kshot_vote(votes)[0, 0].tolist()) if on]
+
+
+def _deep_channels_resnet101() -> tuple[int, ...]:
+    from .model import HSNet
+    levels = HSNet("resnet101", weights=None, layers="deep").feature_levels
+    return tuple(levels.count(p) for p in (1, 2, 3))
+
+
+def _params_levels_23() -> int:
+    from .model import HSNet
+    return HSNet("resnet101", weights=None, levels=(2, 3)).learnable_parameters()
+
+
+def _ignore_label_ious() -> tuple[float, ...]:
+    from .metrics import area_stats
+    pred, gt = torch.tensor([[[1, 1, 0, 0]]]), torch.tensor([[[1, 255, 0, 0]]])
+    return tuple(round(100 * float(inter[0, 1] / union[0, 1]), 1)
+                 for inter, union in (area_stats(pred, gt, 255), area_stats(pred, gt, None)))
+
+
+def _complement_changes_unmasked_correlation() -> bool:
+    from .model import HSNet
+    model = HSNet("efficientnet-lite0", weights=None, use_support_mask=False).eval()
+    g = torch.Generator().manual_seed(0)
+    q, s = torch.randn(1, 3, 64, 64, generator=g), torch.randn(1, 1, 3, 64, 64, generator=g)
+    m = (torch.rand(1, 1, 64, 64, generator=g) > 0.5).float()
+    with torch.no_grad():
+        a, b = model.hypercorrelation(q, s, m), model.hypercorrelation(q, s, 1 - m)
+    return not all(torch.equal(a[p], b[p]) for p in a)
+
+
 # Four 10x10 query episodes for the exercise of notebook 07:
 # (class id, object pixels, predicted pixels, overlap of the two).
 MIOU_EXAMPLE = ((0, 40, 30, 30), (0, 10, 0, 0), (1, 8, 17, 5), (1, 48, 47, 45))
@@ -147,6 +182,26 @@ EXERCISES: dict[str, Exercise] = {
         "The paper's mIoU (percent, one decimal) of the four episodes of MIOU_EXAMPLE?",
         _miou_areas_example, "per class, sum the intersections and the unions over its episodes and divide, "
         "then average the classes' IoUs (not the mean of the episodes' IoUs)"),
+    "08-vote-pixels": Exercise(
+        "Three 1-shot predictions mark pixel A in all three masks, B in two and C in one: which pixels "
+        "does the vote keep (a list of names)?",
+        _vote_pixels_abc, "the top vote is 3; the vote keeps pixels with at least half of it"),
+    "09-deep-channels": Exercise(
+        "The correlation channels (n1, n2, n3) that each level's first squeezing layer receives for "
+        "ResNet101 with layers='deep'?",
+        _deep_channels_resnet101, "C_p^deep keeps one layer per level (the last one)"),
+    "10-params-levels-23": Exercise(
+        "How many learnable parameters has HSNet('resnet101', weights=None, levels=(2, 3))?",
+        _params_levels_23, "two squeezing blocks, one mixing block and the decoder (Tables S5-S7)"),
+    "11-ignore-label-iou": Exercise(
+        "Ground truth [1, 255, 0, 0], prediction [1, 1, 0, 0]: the foreground IoU in percent with the "
+        "ignore label and without it (a tuple)?",
+        _ignore_label_ious, "with it, the 255 pixel leaves both areas; without it, it is background "
+        "that the prediction marks as object"),
+    "12-no-mask-complement": Exercise(
+        "Without support masking, does the hypercorrelation change when the support mask is replaced "
+        "by its complement (True or False)?",
+        _complement_changes_unmasked_correlation, "the mask enters HSNet only through Eq. 1"),
 }
 
 

@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from hsnet_lite import HSNet, ablations
-from hsnet_lite.teaching import save_figure
+from hsnet_lite.teaching import check_answer, save_figure
 
 torch.set_num_threads(2)  # fixed thread count: CPU training is then bit-for-bit repeatable
 plt.rcParams["figure.dpi"] = 72
@@ -147,16 +147,8 @@ do not. The line below compares the gains measured here with the paper's.""",
 
 With the vote, which pixels of a 3-shot episode are foreground if the three 1-shot predictions mark
 pixel A in all three masks, pixel B in two, and pixel C in one? Answer with a list of pixel names.""",
-        """from hsnet_lite import kshot_vote
-
-answer = None  # e.g. ["A"]
-votes = torch.tensor([[[[1, 1, 1]], [[1, 1, 0]], [[1, 0, 0]]]])  # (B=1, K=3, H=1, W=3): pixels A, B, C
-expected = [name for name, on in zip("ABC", kshot_vote(votes)[0, 0].tolist()) if on]
-if answer is None:
-    print("Not answered yet: replace None with your list.")
-else:
-    assert sorted(answer) == expected, f"{answer} is not right: the top vote is 3, keep pixels with >= 1.5 votes"
-    print("Right:", expected)""",
+        """answer = None  # e.g. ["A"]
+check_answer("08-vote-pixels", answer)""",
         title="Table S1: K-shot (1-shot-trained model)")
 
     notebook(
@@ -190,13 +182,7 @@ a contradiction of the paper.""",
 How many correlation channels (per level $p$ = 1, 2, 3) does the first squeezing layer of each
 level receive for ResNet101 with `layers="deep"`? Answer with a tuple `(n1, n2, n3)`.""",
         """answer = None  # e.g. (4, 23, 3)
-model = HSNet("resnet101", weights=None, layers="deep")
-expected = tuple(model.feature_levels.count(p) for p in (1, 2, 3))
-if answer is None:
-    print("Not answered yet: replace None with your tuple.")
-else:
-    assert tuple(answer) == expected, f"{answer} is not right: deep keeps one layer per level"
-    print("Right:", expected)""",
+check_answer("09-deep-channels", answer)""",
         title="Table S2: which layers (mIoU)")
 
     notebook(
@@ -221,13 +207,7 @@ $p = 3$ the decoder predicts from a 3x3 query grid, so thin parts are lost.""",
 How many learnable parameters does `HSNet("resnet101", weights=None, levels=(2, 3))` have?
 (Hint: two squeezing blocks, one mixing block, the decoder.)""",
         """answer = None  # an int
-model = HSNet("resnet101", weights=None, levels=(2, 3))
-expected = model.learnable_parameters()
-if answer is None:
-    print("Not answered yet: replace None with your number.")
-else:
-    assert int(answer) == expected, f"{answer} is not right: 167,584 + 185,120 + 886,272 + 259,458"
-    print("Right:", f"{expected:,}")""",
+check_answer("10-params-levels-23", answer)""",
         title="Table S3: which pyramid levels (mIoU)")
 
     notebook(
@@ -257,17 +237,8 @@ a good prediction covers part of it and those pixels now count as false positive
 
 A 1x4 query has ground truth `[1, 255, 0, 0]` and prediction `[1, 1, 0, 0]`. What is the
 foreground IoU (in percent) with the ignore label, and without it? Answer with a tuple.""",
-        """from hsnet_lite.metrics import area_stats
-
-answer = None  # (with_ignore, without_ignore)
-pred, gt = torch.tensor([[[1, 1, 0, 0]]]), torch.tensor([[[1, 255, 0, 0]]])
-expected = tuple(round(100 * float(i[0, 1] / u[0, 1]), 1) for i, u in
-                 (area_stats(pred, gt, 255), area_stats(pred, gt, None)))
-if answer is None:
-    print("Not answered yet: replace None with your tuple.")
-else:
-    assert tuple(round(a, 1) for a in answer) == expected, f"{answer} is not right"
-    print("Right:", expected)""",
+        """answer = None  # (with_ignore, without_ignore)
+check_answer("11-ignore-label-iou", answer)""",
         metrics=("miou", "miou_no_ignore", "fb_iou", "fb_iou_no_ignore"),
         title="Table S4: with and without ignore_label (mIoU)")
 
@@ -297,16 +268,7 @@ The comparison below is the measured cost of dropping Eq. 1 at mini scale.""",
 Without masking, does the hypercorrelation of an episode change when its support mask is replaced
 by its complement? Answer `True` or `False`, then run the cell.""",
         """answer = None  # True or False
-model = HSNet("efficientnet-lite0", weights=None, use_support_mask=False).eval()
-q, s = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 3, 64, 64)
-m = (torch.rand(1, 1, 64, 64) > 0.5).float()
-a, b = model.hypercorrelation(q, s, m), model.hypercorrelation(q, s, 1 - m)
-expected = not all(torch.equal(a[p], b[p]) for p in a)
-if answer is None:
-    print("Not answered yet: replace None with True or False.")
-else:
-    assert answer == expected, "look at HSNet.hypercorrelation: the mask is only used by Eq. 1"
-    print("Right:", expected)""",
+check_answer("12-no-mask-complement", answer)""",
         title="Support feature masking on / off (mIoU)")
 
 

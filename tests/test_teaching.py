@@ -18,7 +18,8 @@ from hsnet_lite.teaching import EXERCISES, check_answer, save_figure  # noqa: E4
 
 
 @pytest.mark.parametrize("name", ["01-pascal-fold2", "01-support-mask-shape", "03-vgg16-c1-mb", "04-cp-params",
-                                  "05-squeeze-256", "06-kshot-vote"])
+                                  "05-squeeze-256", "06-kshot-vote", "08-vote-pixels", "09-deep-channels",
+                                  "10-params-levels-23", "11-ignore-label-iou", "12-no-mask-complement"])
 def test_exercises_accept_their_solution_and_reject_others(name, capsys):
     solution = EXERCISES[name].solve()
     check_answer(name, solution)
@@ -37,6 +38,11 @@ def test_exercise_values():
     assert EXERCISES["04-cp-params"].solve() == 16 * 64 * 34 + 128
     assert EXERCISES["05-squeeze-256"].solve() == [8, 2, 1]
     assert EXERCISES["06-kshot-vote"].solve() == [[1, 1, 0], [1, 0, 0]]
+    assert EXERCISES["08-vote-pixels"].solve() == ["A", "B"]  # votes 3, 2, 1 against a threshold of 1.5
+    assert EXERCISES["09-deep-channels"].solve() == (1, 1, 1)
+    assert EXERCISES["10-params-levels-23"].solve() == 167_584 + 185_120 + 886_272 + 259_458  # Tables S5-S7
+    assert EXERCISES["11-ignore-label-iou"].solve() == (100.0, 50.0)
+    assert EXERCISES["12-no-mask-complement"].solve() is False
     check_answer("03-vgg16-c1-mb", 71.52)  # within the tolerance: no AssertionError
 
 

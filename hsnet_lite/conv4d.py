@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .folded_convs import fused_conv, needs_autograd, onednn_available
-from .strided_pivot import StridedCenterPivot
+from .strided_pivot import StridedCenterPivot, from_pivot_images, pivot_images, support_images
 from .support_crop import CroppedCorrelation
 
 Int4 = tuple[int, int, int, int]
@@ -205,7 +205,7 @@ class CenterPivotConv4d(nn.Module):
                 return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
             flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), weight, bias)  # (B*Ha*Wa, Hb'*Wb'*O)
             return flat.add_(add.reshape(flat.shape)).view(b, ha, wa, hb2, wb2, o)
-        images = xl.reshape(b * ha * wa, hb, wb, c).permute(0, 3, 1, 2)
+        images = support_images(xl)
         other = add.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
         if fused:
             y = fused_conv(images, conv.weight, bias, self.support_stride, conv.padding, add=other)
@@ -238,9 +238,8 @@ class CenterPivotConv4d(nn.Module):
         training = torch.is_grad_enabled() and conv.weight.requires_grad
         b, ha, wa, hb, wb, c = pivots.shape
         if training or pivots.device.type not in DILATED_QUERY_DEVICES:
-            images = pivots.permute(0, 3, 4, 1, 2, 5).reshape(b * hb * wb, ha, wa, c).permute(0, 3, 1, 2)
-            out = F.conv2d(images.contiguous(memory_format=torch.channels_last), conv.weight, None, 1, conv.padding)
-            return out.permute(0, 2, 3, 1).reshape(b, hb, wb, ha, wa, self.out_channels).permute(0, 3, 4, 1, 2, 5)
+            out = F.conv2d(pivot_images(pivots), conv.weight, None, 1, conv.padding)
+            return from_pivot_images(out, b, hb, wb)
         d = hb * wb
         images = pivots.contiguous().reshape(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
         out = F.conv2d(images, conv.weight, None, 1, (conv.padding[0], conv.padding[1] * d), (1, d))
@@ -281,13 +280,13 @@ class CenterPivotConv4d(nn.Module):
         xl = x.permute(0, 2, 3, 4, 5, 1)
         if not is_channels_last_6d(x):
             xl = xl.contiguous()
-        b, ha, wa, hc, wc, c = xl.shape
+        b, ha, wa = xl.shape[:3]
         nh, nw = rows.hi - rows.lo + 1, cols.hi - cols.lo + 1
         conv = self.support_conv
         bias = None if conv.bias is None else self.query_conv.bias + conv.bias
         pivots = xl[:, :, :, rows.k // 2 :: rows.s, cols.k // 2 :: cols.s][:, :, :, :nh, :nw]
         q = self._pivot_conv(pivots)
-        images = xl.reshape(b * ha * wa, hc, wc, c).permute(0, 3, 1, 2)
+        images = support_images(xl)
         other = q.reshape(b * ha * wa, nh, nw, self.out_channels).permute(0, 3, 1, 2)
         if onednn_available(xl) and not needs_autograd(conv.weight, xl, q, bias):
             flat = fused_conv(images, conv.weight, bias, self.support_stride, (0, 0), add=other)

@@ -142,8 +142,9 @@ class _CroppedGroupNorm(torch.autograd.Function):
             g_c = g_c * (const > 0)
         xhat_c = (bias.double() - mean) * rstd  # (B, O): x_hat of the constant region
         temp = torch.mul(g, block)
-        sum_g = _channel_sums(g) + g_c  # sums over the whole output of dy and dy * x_hat, (B, O)
-        sum_gx = rstd * (_channel_sums(temp) - mean * _channel_sums(g)) + g_c * xhat_c
+        block_g = _channel_sums(g)
+        sum_g = block_g + g_c  # sums over the whole output of dy and dy * x_hat, (B, O)
+        sum_gx = rstd * (_channel_sums(temp) - mean * block_g) + g_c * xhat_c
         w64 = weight.double()
         n = n_const + block[0].numel() // o  # values per channel and image
         a = _group_mean(w64 * sum_g, geo.groups) / n  # mean(dy') over the group

@@ -16,21 +16,21 @@ import torch.nn.functional as F
 Pair = tuple[int, int]
 
 
-def _images(x6: torch.Tensor) -> torch.Tensor:
+def support_images(x6: torch.Tensor) -> torch.Tensor:
     """(B, Ha, Wa, H, W, C) channels-last -> the (B*Ha*Wa, C, H, W) channels-last images."""
     b, ha, wa, h, w, c = x6.shape
     return x6.reshape(b * ha * wa, h, w, c).permute(0, 3, 1, 2)
 
 
-def _pivot_images(x6: torch.Tensor) -> torch.Tensor:
+def pivot_images(x6: torch.Tensor) -> torch.Tensor:
     """(B, Ha, Wa, P, Q, C) -> a batch of B*P*Q channels-last (C, Ha, Wa) images (a copy)."""
     b, ha, wa, p, q, c = x6.shape
     images = x6.permute(0, 3, 4, 1, 2, 5).reshape(b * p * q, ha, wa, c).permute(0, 3, 1, 2)
     return images.contiguous(memory_format=torch.channels_last)
 
 
-def _from_pivot_images(images: torch.Tensor, b: int, p: int, q: int) -> torch.Tensor:
-    """Inverse layout of :func:`_pivot_images`: (B*P*Q, C, Ha, Wa) -> a (B, Ha, Wa, P, Q, C) view."""
+def from_pivot_images(images: torch.Tensor, b: int, p: int, q: int) -> torch.Tensor:
+    """Inverse layout of :func:`pivot_images`: (B*P*Q, C, Ha, Wa) -> a (B, Ha, Wa, P, Q, C) view."""
     _, c, ha, wa = images.shape
     return images.permute(0, 2, 3, 1).reshape(b, p, q, ha, wa, c).permute(0, 3, 4, 1, 2, 5)
 
@@ -50,15 +50,13 @@ class StridedCenterPivot(torch.autograd.Function):
         sh, sw = stride
         strided = xl[:, :, :, ::sh, ::sw]
         hb2, wb2 = strided.shape[3:5]
-        pivots = _pivot_images(strided)
+        pivots = pivot_images(strided)
         q = F.conv2d(pivots, query_weight, None, 1, padding[0])
-        y = F.conv2d(_images(xl), support_weight, bias, stride, padding[1])
-        o = y.shape[1]
-        if y.shape[2:] != (hb2, wb2):
-            raise ValueError(f"support conv gives {tuple(y.shape[2:])} positions but there are {(hb2, wb2)} pivots")
+        y = F.conv2d(support_images(xl), support_weight, bias, stride, padding[1])
+        o = y.shape[1]  # odd kernels, padding k // 2: one output per pivot, (hb2, wb2)
         y = y.contiguous(memory_format=torch.channels_last)  # a no-op unless C or O is 1
         out = y.permute(0, 2, 3, 1).view(b, ha, wa, hb2, wb2, o)
-        out.add_(_from_pivot_images(q, b, hb2, wb2))
+        out.add_(from_pivot_images(q, b, hb2, wb2))
         ctx.save_for_backward(xl, pivots, query_weight, support_weight)
         ctx.conf = (stride, padding, bias is not None)
         return out
@@ -72,12 +70,12 @@ class StridedCenterPivot(torch.autograd.Function):
         grad = grad.contiguous()
         g_images = grad.view(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
         gx, g_sw, g_bias = torch.ops.aten.convolution_backward(
-            g_images, _images(xl), support_weight, [o] if has_bias else None, stride, padding[1], (1, 1),
+            g_images, support_images(xl), support_weight, [o] if has_bias else None, stride, padding[1], (1, 1),
             False, (0, 0), 1, (need_x, need_sw, need_bias and has_bias))
-        g_q = _pivot_images(grad)
+        g_q = pivot_images(grad)
         g_piv, g_qw, _ = torch.ops.aten.convolution_backward(
             g_q, pivots, query_weight, None, (1, 1), padding[0], (1, 1), False, (0, 0), 1, (need_x, need_qw, False))
         if need_x:
             gx = gx.permute(0, 2, 3, 1).reshape(xl.shape)
-            gx[:, :, :, :: stride[0], :: stride[1]] += _from_pivot_images(g_piv, b, hb2, wb2)
+            gx[:, :, :, :: stride[0], :: stride[1]] += from_pivot_images(g_piv, b, hb2, wb2)
         return gx, g_qw, g_sw, g_bias, None, None

@@ -189,7 +189,8 @@ class HSNetLearner(nn.Module):
         first layer reads (:mod:`hsnet_lite.support_crop`)."""
         block = self.squeeze[str(p)]
         if isinstance(corr, CroppedCorrelation):
-            return block[3:](cropped_conv_norm(block[0], block[1], corr))
+            x, constant = cropped_conv_norm(block[0], block[1], corr)
+            return block[4:](block[3](x, constant))
         return block(corr if is_channels_last_6d(corr) else to_channels_last_6d(corr))
 
     def support_windows(self) -> dict[int, tuple[tuple[int, int], tuple[int, int]]]:

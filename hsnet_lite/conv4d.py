@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .folded_convs import fused_conv, needs_autograd, onednn_available
-from .strided_pivot import StridedCenterPivot, from_pivot_images, pivot_images, support_images
+from .strided_pivot import ConstantOutside, StridedCenterPivot, from_pivot_images, pivot_images, support_images
 from .support_crop import CroppedCorrelation
 
 Int4 = tuple[int, int, int, int]
@@ -155,7 +155,10 @@ class CenterPivotConv4d(nn.Module):
         self._tap_index: dict = {}  # (Hb, Wb, device) -> kernel-tap index of _support_matrix
         self._matrix_cache: tuple | None = None  # (key, matrix) of the last inference call
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
+        """Eq. 8 on ``x`` (B, C, Ha, Wa, Hb, Wb). ``constant``, optional, says where ``x`` is one
+        value per channel (the first squeezing layer's output on a cropped window): a strided layer
+        trained on the CPU then runs the query conv once per image for the pivots there."""
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
         channels_last = is_channels_last_6d(x)
         xl = x.permute(0, 2, 3, 4, 5, 1)  # (B, Ha, Wa, Hb, Wb, C): a view when channels-last
@@ -166,8 +169,11 @@ class CenterPivotConv4d(nn.Module):
         if self._trains_strided(xl):  # Eq. 8 with a hand-written backward (hsnet_lite.strided_pivot)
             k = self.kernel_size
             padding = ((k[0] // 2, k[1] // 2), (k[2] // 2, k[3] // 2))
+            const, box = None, None
+            if constant is not None:
+                const, box = constant.value, constant.pivot_box(self.support_stride, xl.shape[3:5])
             out = StridedCenterPivot.apply(xl, self.query_conv.weight, self.support_conv.weight, bias,
-                                           self.support_stride, padding)
+                                           self.support_stride, padding, const, box)
         else:
             q = self._query_branch(xl)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
             out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
@@ -198,13 +204,16 @@ class CenterPivotConv4d(nn.Module):
             # conv is one small linear map of the slice, computed without the padded taps.
             weight, hb2, wb2 = self._support_matrix(hb, wb)
             bias = None if bias is None else bias.repeat(hb2 * wb2)
-            if fused:  # the map as a 1x1 conv of the (Hb*Wb*C, Ha, Wa) image: faster than the matmul
-                image = xl.reshape(b, ha, wa, hb * wb * c).permute(0, 3, 1, 2)
-                other = add.reshape(b, ha, wa, hb2 * wb2 * o).permute(0, 3, 1, 2)
-                y = fused_conv(image, weight.view(*weight.shape, 1, 1), bias, add=other)
-                return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
-            flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), weight, bias)  # (B*Ha*Wa, Hb'*Wb'*O)
-            return flat.add_(add.reshape(flat.shape)).view(b, ha, wa, hb2, wb2, o)
+            if xl.device.type != "cpu":
+                flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), weight, bias)  # (B*Ha*Wa, Hb'*Wb'*O)
+                return flat.add_(add.reshape(flat.shape)).view(b, ha, wa, hb2, wb2, o)
+            # on the CPU, the map as a 1x1 conv of the (Hb*Wb*C, Ha, Wa) image: oneDNN's conv runs
+            # faster than the matmul, forward and backward, and at inference adds ``add`` as a post-op
+            image = xl.reshape(b, ha, wa, hb * wb * c).permute(0, 3, 1, 2)
+            other = add.reshape(b, ha, wa, hb2 * wb2 * o).permute(0, 3, 1, 2)
+            kernel = weight.view(*weight.shape, 1, 1)
+            y = fused_conv(image, kernel, bias, add=other) if fused else F.conv2d(image, kernel, bias).add_(other)
+            return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
         images = support_images(xl)
         other = add.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
         if fused:

@@ -16,13 +16,15 @@ import torch
 from .conv4d import CenterPivotConv4d
 from .correlation import workspace_buffer
 from .folded_convs import needs_autograd
+from .strided_pivot import ConstantOutside
 from .support_crop import CroppedCorrelation
 
 if TYPE_CHECKING:
     from .blocks import GroupNorm4d
 
 
-def cropped_conv_norm(conv: CenterPivotConv4d, norm: GroupNorm4d, corr: CroppedCorrelation) -> torch.Tensor:
+def cropped_conv_norm(conv: CenterPivotConv4d, norm: GroupNorm4d,
+                      corr: CroppedCorrelation) -> tuple[torch.Tensor, ConstantOutside | None]:
     """``norm(conv(C))`` for the first layer of f_p^sqz given the support window of C_p it reads
     (:mod:`hsnet_lite.support_crop`).
 
@@ -32,23 +34,26 @@ def cropped_conv_norm(conv: CenterPivotConv4d, norm: GroupNorm4d, corr: CroppedC
     the group norm's passes over the constant region (half of a 27 MB tensor per image at
     400x400); with autograd, :class:`_CroppedGroupNorm` differentiates it the same way. The
     statistics are combined in float64.
+
+    Returns the normalised output and, when it was computed this way, where it is constant
+    (:class:`~hsnet_lite.strided_pivot.ConstantOutside`, for the second layer), else None.
     """
     if not conv.fits(corr):
-        return norm(conv(corr.to_full()))
+        return norm(conv(corr.to_full())), None
     if conv.query_conv.bias is None or not norm.affine:
-        return norm(conv.forward_cropped(corr))
+        return norm(conv.forward_cropped(corr)), None
     block, bias = conv.cropped_block(corr)
     rows, cols = corr.rows, corr.cols
     geometry = _CropGeometry((rows.n_out, cols.n_out), (slice(rows.lo, rows.hi + 1), slice(cols.lo, cols.hi + 1)),
                              norm.num_groups, norm.eps, norm.relu)
     if needs_autograd(block, bias, norm.weight, norm.bias):
-        out = _CroppedGroupNorm.apply(block, bias, norm.weight, norm.bias, geometry)
-        return out.permute(0, 5, 1, 2, 3, 4)
-    b, ha, wa, _, _, o = block.shape
-    full = (b, ha, wa, *geometry.size, o)
-    out = workspace_buffer(full, block, block.dtype, False, corr.workspace, ("first squeeze layer", full[1:]))
-    _normalise_into(out, block, bias, norm.weight, norm.bias, geometry)
-    return out.permute(0, 5, 1, 2, 3, 4)
+        out, const = _CroppedGroupNorm.apply(block, bias, norm.weight, norm.bias, geometry)
+    else:
+        b, ha, wa, _, _, o = block.shape
+        full = (b, ha, wa, *geometry.size, o)
+        out = workspace_buffer(full, block, block.dtype, False, corr.workspace, ("first squeeze layer", full[1:]))
+        const = _normalise_into(out, block, bias, norm.weight, norm.bias, geometry)[-1]
+    return out.permute(0, 5, 1, 2, 3, 4), ConstantOutside(const, *geometry.region)
 
 
 @dataclass(frozen=True)
@@ -98,19 +103,21 @@ def _closed_form_stats(block: torch.Tensor, bias: torch.Tensor, geo: _CropGeomet
 def _normalise_into(out: torch.Tensor, block: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor,
                     beta: torch.Tensor, geo: _CropGeometry) -> tuple[torch.Tensor, ...]:
     """Fill ``out`` (B, Ha, Wa, H', W', O) with the normalised (and ReLU'd) first-layer output.
-    Returns the statistics (mean, rstd, n_const) and the normalised constant (B, O), float64."""
+    Returns the statistics (mean, rstd, n_const, float64) and the value of the constant region,
+    (B, O) in ``out``'s dtype."""
     b, o = block.shape[0], block.shape[-1]
     mean, rstd, n_const = _closed_form_stats(block, bias, geo)
     scale64 = rstd * weight.double()
     shift64 = beta.double() - mean * scale64
     const = torch.addcmul(shift64, bias.double().expand(b, o), scale64)
     scale, shift = scale64.to(block.dtype), shift64.to(block.dtype)
-    out.copy_((const.relu() if geo.relu else const).to(out.dtype).view(b, 1, 1, 1, 1, o).expand(out.shape))
+    value = (const.relu() if geo.relu else const).to(out.dtype)
+    out.copy_(value.view(b, 1, 1, 1, 1, o).expand(out.shape))
     region = out[:, :, :, geo.region[0], geo.region[1]]
     torch.addcmul(shift.view(b, 1, 1, 1, 1, o), block, scale.view(b, 1, 1, 1, 1, o), out=region)
     if geo.relu:
         region.relu_()
-    return mean, rstd, n_const, const
+    return mean, rstd, n_const, const, value
 
 
 class _CroppedGroupNorm(torch.autograd.Function):
@@ -119,24 +126,28 @@ class _CroppedGroupNorm(torch.autograd.Function):
     dx = rstd * (dy' - mean(dy') - x_hat * mean(dy' x_hat)), means over the group) taken over
     the constant region in closed form: there x_hat is one value per channel, so the region
     needs only per-channel sums of the output gradient.
+
+    Two outputs: the full (B, Ha, Wa, H', W', O) tensor and the constant region's value (B, O),
+    which a layer may read in place of the region (:class:`~hsnet_lite.strided_pivot.ConstantOutside`);
+    the gradients of both reach the constant region.
     """
 
     @staticmethod
     def forward(ctx, block, bias, weight, beta, geo):  # noqa: D102
         b, ha, wa, _, _, o = block.shape
         out = block.new_empty(b, ha, wa, *geo.size, o)
-        mean, rstd, n_const, const = _normalise_into(out, block, bias, weight, beta, geo)
+        mean, rstd, n_const, const, value = _normalise_into(out, block, bias, weight, beta, geo)
         ctx.save_for_backward(block, bias, weight, out, mean, rstd, const)
         ctx.geo, ctx.n_const = geo, n_const
-        return out
+        return out, value
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad, grad_value):  # noqa: D102
         block, bias, weight, out, mean, rstd, const = ctx.saved_tensors
         geo, n_const = ctx.geo, ctx.n_const
         b, o = block.shape[0], block.shape[-1]
         g = grad[:, :, :, geo.region[0], geo.region[1]].contiguous()  # the block's output gradient
-        g_c = _channel_sums(grad) - _channel_sums(g)  # (B, O): summed over the constant region
+        g_c = _channel_sums(grad) - _channel_sums(g) + grad_value.double()  # (B, O): the constant region's
         if geo.relu:
             g.masked_fill_(out[:, :, :, geo.region[0], geo.region[1]] <= 0, 0)
             g_c = g_c * (const > 0)

@@ -7,7 +7,7 @@ import torch
 
 from hsnet_lite import conv4d
 from hsnet_lite.conv4d import CenterPivotConv4d, to_channels_last_6d
-from hsnet_lite.strided_pivot import StridedCenterPivot
+from hsnet_lite.strided_pivot import ConstantOutside, StridedCenterPivot
 
 
 def run(layer, x, target, custom: bool, monkeypatch):
@@ -63,3 +63,64 @@ def test_gradcheck_in_float64():
     fn = lambda xl, qw, sw, bias: StridedCenterPivot.apply(xl, qw, sw, bias, (2, 2), padding)  # noqa: E731
     weights = (layer.query_conv.weight, layer.support_conv.weight, layer.query_conv.bias + layer.support_conv.bias)
     assert torch.autograd.gradcheck(fn, (x, *(copy.deepcopy(w.detach()).requires_grad_() for w in weights)))
+
+
+def with_constant(inner, const, size, rows, cols):
+    """The channels-last (B, C, Ha, Wa, H, W) tensor equal to ``const`` (B, C) outside rows x cols
+    and to ``inner`` inside, built with autograd so that gradients reach both."""
+    b, c, ha, wa = inner.shape[:4]
+    x = const.view(b, c, 1, 1, 1, 1).expand(b, c, ha, wa, *size).clone()
+    x[:, :, :, :, rows, cols] = inner
+    return to_channels_last_6d(x)
+
+
+# (layer, support size, box of non-constant positions): pivots in and out of the box, the box
+# holding no pivot, every pivot inside it, non-square strides
+CONSTANT_CASES = [
+    ((16, 64, 5, 4), (13, 13), (slice(2, 11), slice(3, 9))),
+    ((16, 64, 5, 4), (13, 13), (slice(5, 7), slice(1, 3))),
+    ((16, 64, 5, 4), (13, 13), (slice(0, 13), slice(0, 13))),
+    ((3, 8, (3, 3, 5, 3), (2, 3)), (9, 7), (slice(1, 6), slice(2, 7))),
+    ((1, 4, 3, 2), (6, 5), (slice(2, 3), slice(0, 5))),
+]
+
+
+@pytest.mark.parametrize("conf,size,box", CONSTANT_CASES)
+def test_constant_pivots_give_the_layer_and_its_gradients(conf, size, box):
+    """Told where its input is constant, a trained strided layer runs the query conv once for
+    those pivots: same output and same gradients (input block, constant, weights) as the plain layer."""
+    cin, cout, k, s = conf
+    torch.manual_seed(0)
+    layer = CenterPivotConv4d(cin, cout, k, s)
+    rows, cols = box
+    g = torch.Generator().manual_seed(1)
+    inner0 = torch.randn(2, cin, 6, 5, rows.stop - rows.start, cols.stop - cols.start, generator=g)
+    const0 = torch.randn(2, cin, generator=g)
+    results = []
+    for told in (False, True):
+        inner, const = inner0.clone().requires_grad_(), const0.clone().requires_grad_()
+        x = with_constant(inner, const, size, rows, cols)
+        out = layer(x, ConstantOutside(const, rows, cols) if told else None)
+        if told:
+            assert "StridedCenterPivot" in type(out.grad_fn.next_functions[0][0]).__name__
+        target = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        (out * target).sum().backward()
+        results.append([out.detach(), inner.grad, const.grad, *(p.grad.clone() for p in layer.parameters())])
+        layer.zero_grad(set_to_none=True)
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+
+def test_gradcheck_with_constant_pivots_in_float64():
+    torch.manual_seed(1)
+    layer = CenterPivotConv4d(2, 3, 3, 2).double()
+    x = to_channels_last_6d(torch.randn(1, 2, 4, 3, 7, 5, dtype=torch.float64)).permute(0, 2, 3, 4, 5, 1)
+    padding = ((1, 1), (1, 1))
+    box = ConstantOutside(None, slice(2, 5), slice(1, 3)).pivot_box((2, 2), (7, 5))
+    assert box == (1, 3, 1, 2)  # pivots (1..2, 1) read x, the other ten the constant
+
+    def fn(xl, const, qw, sw, bias):
+        return StridedCenterPivot.apply(xl, qw, sw, bias, (2, 2), padding, const, box)
+    weights = (layer.query_conv.weight, layer.support_conv.weight, layer.query_conv.bias + layer.support_conv.bias)
+    inputs = (x, torch.randn(1, 2, dtype=torch.float64), *(w.detach().clone() for w in weights))
+    assert torch.autograd.gradcheck(fn, tuple(t.detach().clone().requires_grad_() for t in inputs))

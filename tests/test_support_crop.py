@@ -193,10 +193,17 @@ def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
     with torch.no_grad():
         expected = norm(conv(full))
         for _ in range(2):  # the second call reuses the workspace buffer
-            assert torch.allclose(cropped_conv_norm(conv, norm, cropped), expected, atol=1e-5)
+            got, constant = cropped_conv_norm(conv, norm, cropped)
+            assert torch.allclose(got, expected, atol=1e-5)
     assert len(cropped.workspace) == 1
-    grad_path = cropped_conv_norm(conv, norm, cropped)  # with autograd: a fresh tensor, same values
+    grad_path, constant = cropped_conv_norm(conv, norm, cropped)  # with autograd: a fresh tensor, same values
     assert grad_path.requires_grad and torch.allclose(grad_path, expected, atol=1e-5)
+    # the constant region: every support position outside rows x cols holds constant.value
+    outside = torch.ones(grad_path.shape[-2:], dtype=torch.bool)
+    outside[constant.rows, constant.cols] = False
+    if outside.any():
+        values = grad_path.detach().permute(0, 2, 3, 4, 5, 1)[:, :, :, outside]  # (B, Ha, Wa, n, C)
+        assert torch.equal(values, constant.value.detach().view(2, 1, 1, 1, 16).expand_as(values))
 
 
 @pytest.mark.parametrize("relu", [True, False])
@@ -213,7 +220,7 @@ def test_first_layer_norm_gradients_in_closed_form_equal_float64_autograd(box, r
     out64 = norm64(conv64(full.double()))
     target = torch.randn(out64.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     (out64 * target).sum().backward()
-    out = cropped_conv_norm(conv, norm, cropped)
+    out = cropped_conv_norm(conv, norm, cropped)[0]
     (out * target.float()).sum().backward()
     assert torch.allclose(out.double(), out64, atol=1e-5)
     for (name, p), p64 in zip([*conv.named_parameters(), *norm.named_parameters()],
@@ -234,7 +241,7 @@ def test_first_layer_norm_is_accurate_when_the_spread_is_small_next_to_the_mean(
     cropped = crop_of(full, keep, 5, 4)
     with torch.no_grad():
         expected = copy.deepcopy(norm).double()(copy.deepcopy(conv).double()(full.double()))
-        got = cropped_conv_norm(conv, norm, cropped).double()
+        got = cropped_conv_norm(conv, norm, cropped)[0].double()
     assert (got - expected).abs().max().item() < 2e-4 * expected.abs().max().item()
 
 
@@ -251,3 +258,25 @@ def test_a_compiled_learner_gets_dense_correlations(monkeypatch):
         net.compile_learner()
         net(q, s, m)
     assert seen[0] == net.learner.support_windows() and seen[1] is None  # no recompiling per support window
+
+
+@pytest.mark.parametrize("box", [(10, 30, 14, 36), (2, 38, 6, 44), (22, 24, 3, 47)])
+def test_trained_squeeze_block_on_a_crop_equals_the_dense_block(box):
+    """Level 1's whole squeezing block trained on a cropped correlation: the closed-form first
+    norm hands the second layer its constant region (strided_pivot.ConstantOutside), whose
+    pivots share one query conv. Output and every parameter gradient equal the dense block's,
+    evaluated in float64."""
+    from hsnet_lite.blocks import HSNetLearner
+    torch.manual_seed(0)
+    learner = HSNetLearner({1: 4})
+    full, keep = sparse_corr(2, 4, 4, 3, 50, 50, box)
+    cropped = crop_of(full, keep, 5, 4)
+    dense64 = copy.deepcopy(learner.squeeze["1"]).double()
+    out64 = dense64(full.double())
+    target = torch.randn(out64.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (out64 * target).sum().backward()
+    out = learner._squeeze(1, cropped)
+    (out * target.float()).sum().backward()
+    assert torch.allclose(out.double(), out64, atol=1e-5)
+    for (name, p), p64 in zip(learner.squeeze["1"].named_parameters(), dense64.parameters()):
+        assert (p.grad.double() - p64.grad).abs().max().item() <= 1e-4 * p64.grad.abs().max().item(), name

@@ -27,10 +27,11 @@ chromium:
 demo: setup
 	$(PY) -m hsnet_lite.demo
 
-# Figures the notebooks save during the tests go to a temporary folder, not figures/: they hold
-# measured times, and the committed ones come from scripts/execute_notebooks.py.
+# Figures and ablation results the notebooks save during the tests go to temporary folders, not
+# figures/ and results/: they hold measured times, and the committed ones come from
+# scripts/execute_notebooks.py.
 test: setup
-	HSNET_LITE_FIGURES="$$(mktemp -d)" $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -q -p no:cacheprovider
+	HSNET_LITE_FIGURES="$$(mktemp -d)" HSNET_LITE_RESULTS="$$(mktemp -d)" $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -q -p no:cacheprovider
 
 bench: setup
 	$(PY) -m hsnet_lite.bench

@@ -41,6 +41,7 @@ from .run_checkpoint import load_checkpoint, model_from_checkpoint
 from .trainer import train
 
 RUN_MODES = ("cpu-mini", "gpu", "gpu-embedded")
+RESULTS_ENV = "HSNET_LITE_RESULTS"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -210,11 +211,15 @@ def machine() -> str:
     return f"CPU {platform.machine()} ({os.cpu_count()} cores)"
 
 
-def results_path(table: str, mode: str, root: str = "results") -> str:
+def results_path(table: str, mode: str, root: str | None = None) -> str:
+    """``<root>/<mode>/table_<table>.json``. Without ``root``: ``$HSNET_LITE_RESULTS`` when set
+    (``make test`` points it at a temporary folder, so that a test run leaves the committed
+    results alone), else ``results/`` of the repository."""
+    root = root or os.environ.get(RESULTS_ENV) or "results"
     return os.path.join(from_root(root), mode, f"table_{table}.json")
 
 
-def load_results(table: str, mode: str, root: str = "results") -> list[dict]:
+def load_results(table: str, mode: str, root: str | None = None) -> list[dict]:
     path = results_path(table, mode, root)
     if not os.path.isfile(path):
         return []
@@ -244,7 +249,7 @@ def evaluate_step(step: Step, shots, mode: str, scale: Scale, device: str) -> li
 
 
 def run_table(table: str, mode: str = "cpu-mini", datapath: str | None = None, runs_root: str = "runs/ablations",
-              results_root: str = "results", n_gpus: int | None = None, scale: Scale | None = None,
+              results_root: str | None = None, n_gpus: int | None = None, scale: Scale | None = None,
               reuse_results: bool = True) -> list[dict]:
     """Train and evaluate every variant of ``table`` that the results file does not hold yet.
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hsnet_lite import ablations
-from hsnet_lite.ablations import Scale, TABLE_VARIANTS, format_plan, paper_value, plan, run_table, summarize
+from hsnet_lite.ablations import (Scale, TABLE_VARIANTS, format_plan, load_results, paper_value, plan, results_path,
+                                  run_table, summarize)
 
 
 def test_gpu_plan_is_the_paper_protocol():
@@ -93,3 +94,17 @@ def test_score_predictions_with_and_without_ignore():
     scores = ablations.score_predictions(Oracle(ds), ds, batch_size=5)
     assert scores["with"]["miou"] == pytest.approx(100.0)
     assert scores["without"]["miou"] < 100.0
+
+
+def test_results_files_follow_the_environment(tmp_path, monkeypatch):
+    """``make test`` sets $HSNET_LITE_RESULTS so that a test run leaves results/ alone; an explicit
+    root wins over it, and without either the repository's results/ is used."""
+    monkeypatch.delenv(ablations.RESULTS_ENV, raising=False)
+    assert results_path("S1", "cpu-mini") == str(ablations.REPO_ROOT / "results" / "cpu-mini" / "table_S1.json")
+    monkeypatch.setenv(ablations.RESULTS_ENV, str(tmp_path))
+    assert results_path("S1", "cpu-mini") == str(tmp_path / "cpu-mini" / "table_S1.json")
+    assert results_path("S1", "gpu", str(tmp_path / "other")) == str(tmp_path / "other" / "gpu" / "table_S1.json")
+    assert load_results("S2", "gpu") == []
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "table_S2.json").write_text(json.dumps({"records": [{"variant": "all"}]}))
+    assert load_results("S2", "gpu") == [{"variant": "all"}]

@@ -141,7 +141,8 @@ class StridedCenterPivot(torch.autograd.Function):
                 g_sum.permute(0, 3, 1, 2), image, query_weight, None, (1, 1), padding[0], (1, 1), False, (0, 0), 1,
                 (need_const, need_qw, False))
             g_const = g_image.sum(dim=(2, 3)) if need_const else None
-            g_qw = g_qw_c if g_qw is None or g_qw_c is None else g_qw + g_qw_c
+            if need_qw:
+                g_qw = g_qw_c if g_qw is None else g_qw + g_qw_c
         if need_x:
             gx = gx.permute(0, 2, 3, 1).reshape(xl.shape)
             if g_piv is not None:

@@ -85,13 +85,15 @@ CONSTANT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("conf,size,box", CONSTANT_CASES)
-def test_constant_pivots_give_the_layer_and_its_gradients(conf, size, box):
+def test_constant_pivots_give_the_layer_and_its_gradients(conf, size, box, frozen):
     """Told where its input is constant, a trained strided layer runs the query conv once for
-    those pivots: same output and same gradients (input block, constant, weights) as the plain layer."""
+    those pivots: same output and same gradients (input block, constant, weights) as the plain
+    layer; with frozen weights, the input's gradients alone."""
     cin, cout, k, s = conf
     torch.manual_seed(0)
-    layer = CenterPivotConv4d(cin, cout, k, s)
+    layer = CenterPivotConv4d(cin, cout, k, s).requires_grad_(not frozen)
     rows, cols = box
     g = torch.Generator().manual_seed(1)
     inner0 = torch.randn(2, cin, 6, 5, rows.stop - rows.start, cols.stop - cols.start, generator=g)
@@ -105,7 +107,7 @@ def test_constant_pivots_give_the_layer_and_its_gradients(conf, size, box):
             assert "StridedCenterPivot" in type(out.grad_fn.next_functions[0][0]).__name__
         target = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
         (out * target).sum().backward()
-        results.append([out.detach(), inner.grad, const.grad, *(p.grad.clone() for p in layer.parameters())])
+        results.append([out.detach(), inner.grad, const.grad, *(p.grad.clone() for p in layer.parameters() if not frozen)])
         layer.zero_grad(set_to_none=True)
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-5 * max(1.0, b.abs().max().item()))

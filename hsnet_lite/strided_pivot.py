@@ -43,10 +43,9 @@ class ConstantOutside:
 
 
 def outside_box(box: tuple[int, int, int, int], size: Pair) -> list[tuple[slice, slice]]:
-    """The pivot grid (``size``) minus the box r0:r1 x c0:c1, as at most four (rows, cols) slices."""
+    """The pivot grid (``size``) minus the box r0:r1 x c0:c1 (possibly empty), as at most four
+    non-empty (rows, cols) slices: the rows above and below the box, then the columns beside it."""
     (r0, r1, c0, c1), (n, m) = box, size
-    if r0 == r1 or c0 == c1:
-        return [(slice(0, n), slice(0, m))]
     pieces = [(slice(0, r0), slice(0, m)), (slice(r1, n), slice(0, m)),
               (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, m))]
     return [(r, c) for r, c in pieces if r.stop > r.start and c.stop > c.start]

@@ -126,3 +126,20 @@ def test_gradcheck_with_constant_pivots_in_float64():
     weights = (layer.query_conv.weight, layer.support_conv.weight, layer.query_conv.bias + layer.support_conv.bias)
     inputs = (x, torch.randn(1, 2, dtype=torch.float64), *(w.detach().clone() for w in weights))
     assert torch.autograd.gradcheck(fn, tuple(t.detach().clone().requires_grad_() for t in inputs))
+
+
+@pytest.mark.parametrize("size", [(4, 4), (3, 5), (1, 1)])
+def test_outside_box_covers_every_pivot_outside_the_box_once(size):
+    from itertools import product
+
+    from hsnet_lite.strided_pivot import outside_box
+    n, m = size
+    for r0, r1, c0, c1 in product(range(n + 1), range(n + 1), range(m + 1), range(m + 1)):
+        if r1 < r0 or c1 < c0:
+            continue
+        cover = torch.zeros(n, m, dtype=torch.int)
+        for rows, cols in outside_box((r0, r1, c0, c1), size):
+            cover[rows, cols] += 1
+        expected = torch.ones(n, m, dtype=torch.int)
+        expected[r0:r1, c0:c1] = 0
+        assert torch.equal(cover, expected), (r0, r1, c0, c1)

@@ -50,8 +50,11 @@ class FewShotMeter:
         self.episodes = 0
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor, class_ids: torch.Tensor | Iterable[int]) -> None:
-        """Add a batch of episodes: pred/gt (B, H, W), class_ids (B,)."""
-        inter, union = area_stats(pred, gt, self.ignore_index)
+        """Add a batch of episodes: pred/gt (B, H, W) on any device, class_ids (B,).
+
+        The areas are counted where ``pred`` lives and summed on the CPU (the meter's sums
+        are small float64 CPU tensors, whatever device the model runs on)."""
+        inter, union = (t.cpu() for t in area_stats(pred, gt, self.ignore_index))
         ids = [int(c) for c in (class_ids.tolist() if torch.is_tensor(class_ids) else class_ids)]
         if len(ids) != inter.shape[0]:
             raise ValueError(f"got {len(ids)} class ids for a batch of {inter.shape[0]} episodes")

@@ -47,3 +47,16 @@ def test_class_without_episodes_counts_as_zero_and_bad_ids_rejected():
         meter.update(gt[0], gt[0], [0])
     with pytest.raises(ValueError, match="only 0 and 1"):
         meter.update(gt * 2, gt, [0])
+
+
+def test_meter_takes_predictions_on_the_model_device(device):
+    """Training and evaluation on a GPU hand the meter CUDA masks; its sums stay float64 on the CPU."""
+    meter = FewShotMeter([3])
+    gt = torch.zeros(2, 6, 6, dtype=torch.long, device=device)
+    gt[:, :3] = 1
+    pred = gt.clone()
+    pred[1] = 0
+    meter.update(pred, gt, torch.tensor([3, 3], device=device))
+    meter.update(pred, gt, [3, 3])
+    assert all(t.device.type == "cpu" and t.dtype == torch.float64 for t in (*meter.inter.values(), *meter.union.values()))
+    assert meter.class_iou()[3] == pytest.approx(50.0) and meter.summary()["episodes"] == 4

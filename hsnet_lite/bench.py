@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -486,8 +486,10 @@ def trained_model_agreement(n_episodes: int) -> str:
             f"mask agreement {', '.join(parts)}")
 
 
-def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> list[str]:
-    lines = [f"6. Optional faster modes, ours only, same {NAMES[BACKBONE]} episodes (1-shot: batch 1; 5-shot: section 4's).",
+def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> Iterator[str]:
+    """Section 6, line by line as each measurement finishes (compiling takes minutes: a run cut
+    short by a time limit still shows the modes it finished)."""
+    yield from [f"6. Optional faster modes, ours only, same {NAMES[BACKBONE]} episodes (1-shot: batch 1; 5-shot: section 4's).",
              "   agreement = pixels whose predicted class equals the fp32 prediction. The random network's",
              "   logits are small and its decoder bias is centred, so many pixels sit near a tie: agreement",
              "   there is a worst case; the shipped trained model gives the agreement a trained HSNet sees.", ""]
@@ -525,7 +527,7 @@ def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> lis
             label = "torch.compile of the learner, fp32: model.compile_learner()"
         else:
             raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
-        lines.append(f"  {label}")
+        yield f"  {label}"
         with torch.no_grad():
             for case, e in cases.items():
                 t0 = time.perf_counter()
@@ -536,13 +538,12 @@ def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> lis
                 scale = fp32_logits[case].abs().max().item()
                 t = interleaved({"fp32": lambda: ours.predict_mask(*e), "mode": lambda: forward(e, mask=True)}, repeats)
                 d = 0 if t["mode"].median >= 0.1 else 2
-                lines.append(f"    {case}: fp32 {t['fp32'].median * 1e3:6.{d}f} ms, {mode} {t['mode'].median * 1e3:6.{d}f} ms "
-                             f"= {t['fp32'].median / t['mode'].median:.2f}x (cpu {t['fp32'].median_cpu / t['mode'].median_cpu:.2f}x; "
-                             f"first call {first:.1f} s); logits max|diff| {diff:.1e} (max |logit| {scale:.1e}); "
-                             f"agreement {agree:.2f}%")
+                yield (f"    {case}: fp32 {t['fp32'].median * 1e3:6.{d}f} ms, {mode} {t['mode'].median * 1e3:6.{d}f} ms "
+                       f"= {t['fp32'].median / t['mode'].median:.2f}x (cpu {t['fp32'].median_cpu / t['mode'].median_cpu:.2f}x; "
+                       f"first call {first:.1f} s); logits max|diff| {diff:.1e} (max |logit| {scale:.1e}); "
+                       f"agreement {agree:.2f}%")
         if mode == "bf16":
-            lines.append("    " + trained_model_agreement(8 if quick else 24))
-    return lines
+            yield "    " + trained_model_agreement(8 if quick else 24)
 
 
 # ----------------------------------------------------------------------------- main
@@ -598,7 +599,9 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(bench_memory(args.threads)) + "\n", flush=True)
     if "modes" in sections and modes:
         del ref
-        print("\n".join(bench_modes(ours, modes, repeats, args.quick)) + "\n", flush=True)
+        for line in bench_modes(ours, modes, repeats, args.quick):
+            print(line, flush=True)
+        print()
     print(f"done in {time.perf_counter() - started:.0f} s; {machine().split('; ')[-1]}")
 
 

@@ -16,5 +16,5 @@ timeout 120 $PY -m hsnet_lite.bench --device cuda --backbone resnet50 --sections
 # 3. optional modes on ResNet101: TF32, bf16 autocast, torch.compile of the learner (without and with CUDA graphs)
 timeout 240 $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes tf32,bf16,compile \
     > "$OUT/bench_resnet101_modes.txt" 2>&1 || echo "modes run ended with $?" >> "$OUT/bench_resnet101_modes.txt"
-timeout 120 $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes cudagraphs \
+timeout 180 $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes cudagraphs \
     > "$OUT/bench_resnet101_cudagraphs.txt" 2>&1 || echo "cudagraphs run ended with $?" >> "$OUT/bench_resnet101_cudagraphs.txt"

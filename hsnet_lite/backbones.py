@@ -26,7 +26,7 @@ from torch import nn
 from torchvision import models
 
 from .efficientnet_lite import EfficientNetLite0, packaged_weights_path
-from .folded_convs import FoldedConvs, PackCache, needs_autograd, onednn_available
+from .fast.folded_convs import FoldedConvs, PackCache, needs_autograd, onednn_available
 
 BACKBONES = ("vgg16", "resnet50", "resnet101", "efficientnet-lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -141,7 +141,7 @@ class FrozenBackbone(nn.Module):
         return cache[1]
 
     def folded_convs(self, img: torch.Tensor) -> FoldedConvs | None:
-        """The folded convs for a batch like ``img`` (:mod:`hsnet_lite.folded_convs`): oneDNN's
+        """The folded convs for a batch like ``img`` (:mod:`hsnet_lite.fast.folded_convs`): oneDNN's
         fused, prepacked convolutions on the CPU in fp32, the cached :meth:`folded` kernels
         elsewhere; ``None`` when the original modules must run."""
         key = self._fold_key()

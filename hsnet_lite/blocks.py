@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
-from .cropped_norm import cropped_conv_norm
-from .support_crop import CroppedCorrelation
+from .fast.cropped_norm import cropped_conv_norm
+from .fast.support_crop import CroppedCorrelation
 
 CHANNELS = (16, 64, 128)
 GROUPS = 4
@@ -186,7 +186,7 @@ class HSNetLearner(nn.Module):
 
     def _squeeze(self, p: int, corr: torch.Tensor | CroppedCorrelation) -> torch.Tensor:
         """f_p^sqz on C_p, given dense (converted to channels-last) or as the support window its
-        first layer reads (:mod:`hsnet_lite.support_crop`)."""
+        first layer reads (:mod:`hsnet_lite.fast.support_crop`)."""
         block = self.squeeze[str(p)]
         if isinstance(corr, CroppedCorrelation):
             x, constant = cropped_conv_norm(block[0], block[1], corr)

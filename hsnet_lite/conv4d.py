@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .folded_convs import fused_conv, needs_autograd, onednn_available
-from .strided_pivot import ConstantOutside, StridedCenterPivot, from_pivot_images, pivot_images, support_images
-from .support_crop import CroppedCorrelation
+from .fast.folded_convs import fused_conv, needs_autograd, onednn_available
+from .fast.strided_pivot import ConstantOutside, StridedCenterPivot, from_pivot_images, pivot_images, support_images
+from .fast.support_crop import CroppedCorrelation
 
 Int4 = tuple[int, int, int, int]
 # Devices on which the query branch of inference reads the channels-last tensor in place with a
@@ -166,7 +166,7 @@ class CenterPivotConv4d(nn.Module):
             xl = xl.contiguous()
         qb, sb = self.query_conv.bias, self.support_conv.bias
         bias = None if qb is None else qb + sb  # both biases add up: fold them into one conv
-        if self._trains_strided(xl):  # Eq. 8 with a hand-written backward (hsnet_lite.strided_pivot)
+        if self._trains_strided(xl):  # Eq. 8 with a hand-written backward (hsnet_lite.fast.strided_pivot)
             k = self.kernel_size
             padding = ((k[0] // 2, k[1] // 2), (k[2] // 2, k[3] // 2))
             const, box = None, None
@@ -231,7 +231,7 @@ class CenterPivotConv4d(nn.Module):
         images instead: oneDNN's weight gradient of a dilated conv is several times slower than
         the plain one (see :data:`DILATED_QUERY_DEVICES`). Training on the CPU uses
         :meth:`_query_branch_grouped` for a support stride of 1, and
-        :class:`~hsnet_lite.strided_pivot.StridedCenterPivot` (both branches, with its own
+        :class:`~hsnet_lite.fast.strided_pivot.StridedCenterPivot` (both branches, with its own
         backward) for a larger one.
         """
         sh, sw = self.support_stride
@@ -256,7 +256,7 @@ class CenterPivotConv4d(nn.Module):
 
     def forward_cropped(self, corr: CroppedCorrelation) -> torch.Tensor:
         """The layer on a level's correlation given as the support window it reads
-        (:mod:`hsnet_lite.support_crop`): equal to ``forward(corr.to_full())``.
+        (:mod:`hsnet_lite.fast.support_crop`): equal to ``forward(corr.to_full())``.
 
         Both branches run on the window only (:meth:`cropped_block`); every other output is the
         bias (zero columns in both branches).

@@ -13,9 +13,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import support_crop
-from .folded_convs import fused_conv, needs_autograd, onednn_available
-from .support_crop import CroppedCorrelation
+from .fast import support_crop
+from .fast.folded_convs import fused_conv, needs_autograd, onednn_available
+from .fast.support_crop import CroppedCorrelation
 
 EPS = 1e-5
 
@@ -85,8 +85,8 @@ def hypercorrelation(
             touch). The results are then views of those buffers, overwritten by the next call
             with the same dict: only for a caller that consumes them at once (HSNet.forward).
         crops: ``{p: (kernel, stride)}`` of the first squeezing layer of level p: with the
-            masks, level p's result is then the :class:`~hsnet_lite.support_crop.CroppedCorrelation`
-            that layer reads, when that saves work (CPU only; see :mod:`hsnet_lite.support_crop`).
+            masks, level p's result is then the :class:`~hsnet_lite.fast.support_crop.CroppedCorrelation`
+            that layer reads, when that saves work (CPU only; see :mod:`hsnet_lite.fast.support_crop`).
         mask_support: the support features are raw (neither masked nor normalised): Eq. 1 and
             the normalisation are applied here, with ``support_masks``. On the CPU only the kept
             support positions are masked and normalised (a quarter of the work for an object

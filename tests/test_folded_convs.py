@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hsnet_lite import correlation, folded_convs
+from hsnet_lite import correlation
+from hsnet_lite.fast import folded_convs
 from hsnet_lite.backbones import build_backbone
 from hsnet_lite.conv4d import CenterPivotConv4d, to_channels_last_6d
-from hsnet_lite.folded_convs import FoldedConvs, fused_conv, onednn_available
+from hsnet_lite.fast.folded_convs import FoldedConvs, fused_conv, onednn_available
 
 needs_onednn = pytest.mark.skipif(not onednn_available(torch.zeros(1)), reason="oneDNN fused ops unavailable")
 

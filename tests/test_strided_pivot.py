@@ -1,4 +1,4 @@
-"""The hand-written backward of strided center-pivot layers (hsnet_lite.strided_pivot) equals
+"""The hand-written backward of strided center-pivot layers (hsnet_lite.fast.strided_pivot) equals
 autograd through the plain two-conv path."""
 import copy
 
@@ -7,7 +7,7 @@ import torch
 
 from hsnet_lite import conv4d
 from hsnet_lite.conv4d import CenterPivotConv4d, to_channels_last_6d
-from hsnet_lite.strided_pivot import ConstantOutside, StridedCenterPivot
+from hsnet_lite.fast.strided_pivot import ConstantOutside, StridedCenterPivot
 
 
 def run(layer, x, target, custom: bool, monkeypatch):
@@ -132,7 +132,7 @@ def test_gradcheck_with_constant_pivots_in_float64():
 def test_outside_box_covers_every_pivot_outside_the_box_once(size):
     from itertools import product
 
-    from hsnet_lite.strided_pivot import outside_box
+    from hsnet_lite.fast.strided_pivot import outside_box
     n, m = size
     for r0, r1, c0, c1 in product(range(n + 1), range(n + 1), range(m + 1), range(m + 1)):
         if r1 < r0 or c1 < c0:

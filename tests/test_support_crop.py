@@ -7,7 +7,7 @@ import torch
 from hsnet_lite import HSNet
 from hsnet_lite.conv4d import CenterPivotConv4d, to_channels_last_6d
 from hsnet_lite.correlation import hypercorrelation
-from hsnet_lite.support_crop import CroppedCorrelation, crop_positions, plan, window
+from hsnet_lite.fast.support_crop import CroppedCorrelation, crop_positions, plan, window
 
 
 @pytest.mark.parametrize("k,s", [(3, 2), (5, 4), (3, 1), (5, 2)])
@@ -184,7 +184,7 @@ def first_layer(relu=True, seed=1):
 
 @pytest.mark.parametrize("box", BOXES)
 def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
-    from hsnet_lite.cropped_norm import cropped_conv_norm
+    from hsnet_lite.fast.cropped_norm import cropped_conv_norm
     conv, norm = first_layer()
     full, keep = sparse_corr(2, 4, 6, 5, 25, 25, box)
     full[1] *= 3.0  # per-image statistics differ
@@ -211,7 +211,7 @@ def test_first_layer_norm_in_closed_form_equals_the_group_norm(box):
 def test_first_layer_norm_gradients_in_closed_form_equal_float64_autograd(box, relu):
     """The hand-written backward of the cropped first layer (cropped_norm._CroppedGroupNorm) against
     autograd through the dense conv and group norm, evaluated in float64."""
-    from hsnet_lite.cropped_norm import cropped_conv_norm
+    from hsnet_lite.fast.cropped_norm import cropped_conv_norm
     conv, norm = first_layer(relu)
     full, keep = sparse_corr(2, 4, 6, 5, 25, 25, box)
     full[1] *= 3.0
@@ -232,7 +232,7 @@ def test_first_layer_norm_gradients_in_closed_form_equal_float64_autograd(box, r
 def test_first_layer_norm_is_accurate_when_the_spread_is_small_next_to_the_mean():
     """Outputs dominated by the bias (as in a trained first layer) cost a one-pass E[x^2] - E[x]^2
     its digits; the closed form's two-pass statistics keep float64 accuracy."""
-    from hsnet_lite.cropped_norm import cropped_conv_norm
+    from hsnet_lite.fast.cropped_norm import cropped_conv_norm
     conv, norm = first_layer()
     with torch.no_grad():
         conv.query_conv.bias.fill_(20.0)

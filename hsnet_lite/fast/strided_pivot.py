@@ -10,7 +10,7 @@ input gradient instead (same values; only the order of the sum at the pivots dif
 
 The second squeezing layer can also be told where its input is one constant per channel
 (:class:`ConstantOutside`: the first layer's output outside the block its cropped support
-window produced, :mod:`hsnet_lite.cropped_norm`). Every pivot there sees the same constant
+window produced, :mod:`hsnet_lite.fast.cropped_norm`). Every pivot there sees the same constant
 (C, Ha, Wa) image, so the query conv runs once per image for all of them, forward and backward;
 at level 1 with an object mask that is 12 of the 16 pivots.
 """

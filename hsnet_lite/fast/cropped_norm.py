@@ -1,6 +1,6 @@
 """The first squeezing layer's group norm when its output is mostly one constant (exact).
 
-Given the support window its input was cut to (:mod:`hsnet_lite.support_crop`), the first
+Given the support window its input was cut to (:mod:`hsnet_lite.fast.support_crop`), the first
 center-pivot conv of a level computes only a block of its output; everywhere else the output is
 the bias. :func:`cropped_conv_norm` then normalises the block and adds the constant region to the
 group statistics in closed form, and :class:`_CroppedGroupNorm` differentiates it the same way:
@@ -13,20 +13,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .conv4d import CenterPivotConv4d
-from .correlation import workspace_buffer
+from ..conv4d import CenterPivotConv4d
+from ..correlation import workspace_buffer
 from .folded_convs import needs_autograd
 from .strided_pivot import ConstantOutside
 from .support_crop import CroppedCorrelation
 
 if TYPE_CHECKING:
-    from .blocks import GroupNorm4d
+    from ..blocks import GroupNorm4d
 
 
 def cropped_conv_norm(conv: CenterPivotConv4d, norm: GroupNorm4d,
                       corr: CroppedCorrelation) -> tuple[torch.Tensor, ConstantOutside | None]:
     """``norm(conv(C))`` for the first layer of f_p^sqz given the support window of C_p it reads
-    (:mod:`hsnet_lite.support_crop`).
+    (:mod:`hsnet_lite.fast.support_crop`).
 
     Every output of the conv outside its computed block is the bias, one constant vector: the
     group statistics add that region in closed form (n values equal to the bias), the region
@@ -36,7 +36,7 @@ def cropped_conv_norm(conv: CenterPivotConv4d, norm: GroupNorm4d,
     statistics are combined in float64.
 
     Returns the normalised output and, when it was computed this way, where it is constant
-    (:class:`~hsnet_lite.strided_pivot.ConstantOutside`, for the second layer), else None.
+    (:class:`~hsnet_lite.fast.strided_pivot.ConstantOutside`, for the second layer), else None.
     """
     if not conv.fits(corr):
         return norm(conv(corr.to_full())), None
@@ -128,7 +128,7 @@ class _CroppedGroupNorm(torch.autograd.Function):
     needs only per-channel sums of the output gradient.
 
     Two outputs: the full (B, Ha, Wa, H', W', O) tensor and the constant region's value (B, O),
-    which a layer may read in place of the region (:class:`~hsnet_lite.strided_pivot.ConstantOutside`);
+    which a layer may read in place of the region (:class:`~hsnet_lite.fast.strided_pivot.ConstantOutside`);
     the gradients of both reach the constant region.
     """
 

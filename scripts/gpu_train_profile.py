@@ -28,12 +28,12 @@ gt = (torch.rand(2, bench.IMG, bench.IMG, generator=torch.Generator().manual_see
 ours.train(); ref.train(); ref.backbone.eval(); ref.backbone.requires_grad_(False)
 
 
-def sync():
-    if dev == "cuda":
-        torch.cuda.synchronize()
+sync = bench._sync  # wait for queued GPU work; a no-op on the CPU
 
 
 def t(fn, n=15):
+    """Median ms of n sequential calls after two warm-up calls (the benchmark's own
+    :func:`hsnet_lite.bench.interleaved` alternates callables; here each part is timed alone)."""
     fn(); fn(); sync()
     ts = []
     for _ in range(n):

@@ -142,6 +142,23 @@ def test_groupnorm4d_split_reduction_used_on_gpus_matches_groupnorm(affine):
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(got, want))
 
 
+def test_groupnorm4d_split_reduction_only_at_inference_off_the_cpu(monkeypatch):
+    """Off the CPU (here the meta device, which stands for a GPU in the dispatch), inference uses
+    the split reduction and training PyTorch's group norm (fewer kernels under autograd)."""
+    calls = []
+    monkeypatch.setattr(GroupNorm4d, "_split_forward", lambda self, x: calls.append(x) or x)
+    gn = GroupNorm4d(4, 8, relu=True).to("meta")
+    x = to_channels_last_6d(torch.empty(2, 8, 5, 4, 3, 2, device="meta"))
+    with torch.no_grad():
+        gn(x)
+    assert len(calls) == 1
+    out = gn(x)  # the weight needs a gradient
+    assert len(calls) == 1 and out.requires_grad and out.shape == x.shape
+    gn.requires_grad_(False)
+    gn(x.requires_grad_())  # only the input does
+    assert len(calls) == 1
+
+
 def test_query_branch_gathered_pivots_match_dilated_conv(monkeypatch):
     """Inference on a GPU gathers the pivots into images; on the CPU a dilated conv reads them in place."""
     from hsnet_lite import conv4d

@@ -12,7 +12,7 @@ from hsnet_lite.checkpoints import save_atomic
 from hsnet_lite.config import EvalConfig, TrainConfig
 from hsnet_lite.evaluation import evaluate
 from hsnet_lite.run_checkpoint import learner_digest, load_checkpoint, model_from_checkpoint
-from hsnet_lite.trainer import train
+from hsnet_lite.trainer import make_optimizer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(img_size=64, weights="none", batch_size=2, iters_per_epoch=2, val_episodes=2, progress=False)
@@ -167,3 +167,18 @@ def test_run_log_writes_tensorboard_when_available(tmp_path, monkeypatch):
     assert ("val/miou", 1) in calls and calls[-1] == "closed"
     assert read_csv(str(tmp_path / "log.csv"))[0]["val_miou"] == "0.5"
     assert run_log.RunLog(str(tmp_path / "quiet"), enabled=False).tb is None
+
+
+def test_make_optimizer_trains_only_learnable_parameters_fused_on_a_gpu(device):
+    """Adam over the parameters that train (a frozen part is left out); PyTorch's fused Adam on a
+    GPU, its default elsewhere. One step moves exactly the learnable ones."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).to(device)
+    model[0].requires_grad_(False)
+    opt = make_optimizer(model, lr=1e-3)
+    assert [p for g in opt.param_groups for p in g["params"]] == list(model[1].parameters())
+    assert bool(opt.param_groups[0]["fused"]) == (device.type == "cuda")
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(5, 3, device=device)).square().sum().backward()
+    opt.step()
+    moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    assert moved == [False, False, True, True]

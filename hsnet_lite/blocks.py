@@ -33,10 +33,13 @@ class GroupNorm4d(nn.GroupNorm):
     """``nn.GroupNorm`` (same parameters and state-dict keys) for 6D correlation tensors, with the
     block's ReLU fused in (``relu=True``).
 
-    A channels-last 6D tensor stays channels-last: it is normalised as a (B, C, Ha*Wa*Hb*Wb, 1)
-    channels-last image, which PyTorch's group norm reads and writes in place (it would copy any
-    other 6D layout). The ReLU is applied in place to that image, the norm's own output, not to
-    the 6D view of it: an in-place op on a view would make autograd copy the gradient back.
+    A channels-last 6D tensor is normalised as a (B, C, Ha*Wa*Hb*Wb, 1) channels-last image. On
+    the CPU, PyTorch's group norm reads and writes that layout in place, so the tensor stays
+    channels-last; its CUDA kernel (used while training on a GPU) copies the input to the standard
+    layout and returns that layout, which the next layers accept. GPU inference uses
+    :meth:`_split_forward`, which keeps the layout. The ReLU is applied in place to the norm's own
+    output, not to a 6D view of it: an in-place op on a view would make autograd copy the
+    gradient back.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,

@@ -69,9 +69,10 @@ def _restore(cfg: TrainConfig, model, optimizer) -> tuple[int, float, int, list[
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
     """Adam on the parameters that train (the learner; main paper Sec. 5, lr 1e-3).
 
-    On a GPU it is PyTorch's fused Adam, one kernel per step: the default multi-tensor Adam
-    issues many more, and a GPU training step of HSNet is bound by the host launching kernels
-    (about 11% of a ResNet101 step on an H100, README "Performance"). Elsewhere PyTorch's default.
+    On a GPU it is PyTorch's fused Adam, one fused operation per step: the default multi-tensor
+    Adam issues many more, and a GPU training step of HSNet is bound by the host launching
+    kernels (about 11% of a ResNet101 step on an H100, README "Performance"). Elsewhere
+    PyTorch's default.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.Adam(params, lr=lr, fused=True if params and all(p.is_cuda for p in params) else None)

@@ -20,7 +20,7 @@ from torch import nn
 
 from .conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
 from .fast.cropped_norm import cropped_conv_norm
-from .fast.folded_convs import needs_autograd
+from .fast.folded_convs import KernelPacks, needs_autograd, onednn_available
 from .fast.support_crop import CroppedCorrelation
 
 CHANNELS = (16, 64, 128)
@@ -152,11 +152,21 @@ class Decoder(nn.Module):
         self.conv2 = nn.Conv2d(in_ch, mid_ch, 3, padding=1)
         self.conv3 = nn.Conv2d(mid_ch, mid_ch, 3, padding=1)
         self.conv4 = nn.Conv2d(mid_ch, n_classes, 3, padding=1)
+        self._packs = KernelPacks()  # oneDNN-packed kernels of CPU inference
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(z))))
+        x = self._conv("conv2", self._conv("conv1", z, relu=True), relu=True)
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
-        return self.conv4(F.relu(self.conv3(x)))
+        return self._conv("conv4", self._conv("conv3", x, relu=True))
+
+    def _conv(self, name: str, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """Conv ``name`` (then a ReLU): at inference on the CPU, one oneDNN call with the kernel
+        packed once and the ReLU fused (:class:`~hsnet_lite.fast.folded_convs.KernelPacks`)."""
+        m = getattr(self, name)
+        if onednn_available(x) and not needs_autograd(x, m.weight, m.bias) and not torch.compiler.is_compiling():
+            return self._packs.conv(name, x, m.weight, m.bias, m.stride, m.padding, relu=relu)
+        y = m(x)
+        return F.relu(y) if relu else y
 
 
 class HSNetLearner(nn.Module):

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast.folded_convs import fused_conv, needs_autograd, onednn_available
-from .fast.strided_pivot import ConstantOutside, StridedCenterPivot, from_pivot_images, pivot_images, support_images
+from .fast.folded_convs import KernelPacks, needs_autograd, onednn_available
+from .fast.strided_pivot import (ConstantOutside, StridedCenterPivot, from_pivot_images, pivot_images, support_images,
+                                 wide_contiguous)
 from .fast.support_crop import CroppedCorrelation
 
 Int4 = tuple[int, int, int, int]
@@ -154,6 +155,7 @@ class CenterPivotConv4d(nn.Module):
         )
         self._tap_index: dict = {}  # (Hb, Wb, device) -> kernel-tap index of _support_matrix
         self._matrix_cache: tuple | None = None  # (key, matrix) of the last inference call
+        self._packs = KernelPacks()  # oneDNN-packed kernels of CPU inference
 
     def forward(self, x: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
         """Eq. 8 on ``x`` (B, C, Ha, Wa, Hb, Wb). ``constant``, optional, says where ``x`` is one
@@ -184,8 +186,8 @@ class CenterPivotConv4d(nn.Module):
         """True for a strided layer trained on the CPU: :class:`StridedCenterPivot` runs it
         (the support slice larger than the kernel; otherwise the small-slice map below)."""
         kh, kw = self.kernel_size[2:]
-        return (xl.device.type == "cpu" and self.support_stride != (1, 1) and xl.shape[3] * xl.shape[4] > kh * kw
-                and needs_autograd(xl, *self.parameters()))
+        return (torch.is_grad_enabled() and xl.device.type == "cpu" and self.support_stride != (1, 1)
+                and xl.shape[3] * xl.shape[4] > kh * kw and needs_autograd(xl, *self.parameters()))
 
     def _support_branch(self, xl: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor) -> torch.Tensor:
         """Eq. 6: a 2D conv over (Hb, Wb) at every query position, on the channels-last view, plus
@@ -202,22 +204,25 @@ class CenterPivotConv4d(nn.Module):
         if hb * wb <= kh * kw:
             # The whole support slice is no larger than the kernel (the mixing blocks' 2x2): the
             # conv is one small linear map of the slice, computed without the padded taps.
-            weight, hb2, wb2 = self._support_matrix(hb, wb)
+            hb2, wb2 = self._support_size(hb, wb)
             bias = None if bias is None else bias.repeat(hb2 * wb2)
             if xl.device.type != "cpu":
-                flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), weight, bias)  # (B*Ha*Wa, Hb'*Wb'*O)
-                return flat.add_(add.reshape(flat.shape)).view(b, ha, wa, hb2, wb2, o)
+                flat = F.linear(xl.reshape(b * ha * wa, hb * wb * c), self._support_matrix(hb, wb), bias)
+                return flat.add_(add.reshape(flat.shape)).view(b, ha, wa, hb2, wb2, o)  # (B*Ha*Wa, Hb'*Wb'*O)
             # on the CPU, the map as a 1x1 conv of the (Hb*Wb*C, Ha, Wa) image: oneDNN's conv runs
             # faster than the matmul, forward and backward, and at inference adds ``add`` as a post-op
             image = xl.reshape(b, ha, wa, hb * wb * c).permute(0, 3, 1, 2)
             other = add.reshape(b, ha, wa, hb2 * wb2 * o).permute(0, 3, 1, 2)
-            kernel = weight.view(*weight.shape, 1, 1)
-            y = fused_conv(image, kernel, bias, add=other) if fused else F.conv2d(image, kernel, bias).add_(other)
+            if fused:  # only the packed matrix is kept, built when the weight has changed
+                kernel = lambda: self._support_matrix(hb, wb, keep=False)[:, :, None, None]  # noqa: E731
+                y = self._packs.conv(("matrix", hb, wb), image, kernel, bias, add=other, source=conv.weight)
+            else:
+                y = F.conv2d(image, self._support_matrix(hb, wb)[:, :, None, None], bias).add_(other)
             return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
         images = support_images(xl)
         other = add.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
         if fused:
-            y = fused_conv(images, conv.weight, bias, self.support_stride, conv.padding, add=other)
+            y = self._packs.conv("support", images, conv.weight, bias, self.support_stride, conv.padding, add=other)
         else:
             y = F.conv2d(images, conv.weight, bias, self.support_stride, conv.padding)
             y = y.contiguous(memory_format=torch.channels_last).add_(other)  # a no-op unless C or O is 1
@@ -226,7 +231,10 @@ class CenterPivotConv4d(nn.Module):
     def _query_branch(self, xl: torch.Tensor) -> torch.Tensor:
         """Eq. 7: a 2D conv over (Ha, Wa) at every strided support position (the pivots).
 
-        Inference on the CPU reads the channels-last view with a dilated conv (no copy). When the
+        Inference on the CPU reads the channels-last view with a dilated conv (no copy for a
+        support stride of 1; strided pivots are gathered first, with
+        :func:`~hsnet_lite.fast.strided_pivot.wide_contiguous`), its kernel packed once for oneDNN
+        (:class:`~hsnet_lite.fast.folded_convs.KernelPacks`). When the
         kernel is being trained, or on a GPU, the pivots are copied to a batch of (C, Ha, Wa)
         images instead: oneDNN's weight gradient of a dilated conv is several times slower than
         the plain one (see :data:`DILATED_QUERY_DEVICES`). Training on the CPU uses
@@ -250,8 +258,12 @@ class CenterPivotConv4d(nn.Module):
             out = F.conv2d(pivot_images(pivots), conv.weight, None, 1, conv.padding)
             return from_pivot_images(out, b, hb, wb)
         d = hb * wb
-        images = pivots.contiguous().reshape(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
-        out = F.conv2d(images, conv.weight, None, 1, (conv.padding[0], conv.padding[1] * d), (1, d))
+        images = wide_contiguous(pivots).view(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
+        padding, dilation = (conv.padding[0], conv.padding[1] * d), (1, d)
+        if onednn_available(images) and not needs_autograd(images) and not torch.compiler.is_compiling():
+            out = self._packs.conv("query", images, conv.weight, None, (1, 1), padding, dilation)
+        else:
+            out = F.conv2d(images, conv.weight, None, 1, padding, dilation)
         return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
 
     def forward_cropped(self, corr: CroppedCorrelation) -> torch.Tensor:
@@ -298,7 +310,7 @@ class CenterPivotConv4d(nn.Module):
         images = support_images(xl)
         other = q.reshape(b * ha * wa, nh, nw, self.out_channels).permute(0, 3, 1, 2)
         if onednn_available(xl) and not needs_autograd(conv.weight, xl, q, bias):
-            flat = fused_conv(images, conv.weight, bias, self.support_stride, (0, 0), add=other)
+            flat = self._packs.conv("support", images, conv.weight, bias, self.support_stride, (0, 0), add=other)
         else:
             flat = F.conv2d(images, conv.weight, bias, self.support_stride)
             flat = flat.contiguous(memory_format=torch.channels_last).add_(other)  # channels-last unless C or O is 1
@@ -319,16 +331,23 @@ class CenterPivotConv4d(nn.Module):
         out = F.conv2d(images, conv.weight.repeat(groups, 1, 1, 1), None, 1, conv.padding, 1, groups)
         return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
 
-    def _support_matrix(self, hb: int, wb: int) -> tuple[torch.Tensor, int, int]:
+    def _support_size(self, hb: int, wb: int) -> tuple[int, int]:
+        """(Hb', Wb'): the support conv's output size on an (hb, wb) slice."""
+        (kh, kw), (sh, sw), (ph, pw) = self.support_conv.kernel_size, self.support_stride, self.support_conv.padding
+        return (hb + 2 * ph - kh) // sh + 1, (wb + 2 * pw - kw) // sw + 1
+
+    def _support_matrix(self, hb: int, wb: int, keep: bool = True) -> torch.Tensor:
         """The support conv on an (hb, wb) slice as a (Hb'*Wb'*O, hb*wb*C) matrix.
 
         Entry ((i', j', o), (i, j, c)) is the kernel tap ``weight[o, c, i - s*i' + p, j - s*j' + p]``
-        or zero off the kernel, so ``slice @ matrix.T`` equals the padded, strided conv.
+        or zero off the kernel, so ``slice @ matrix.T`` equals the padded, strided conv. At
+        inference the matrix of the last call is kept (unless not ``keep``) while the weight is
+        unchanged.
         """
         conv = self.support_conv
         kh, kw = conv.kernel_size
         (sh, sw), (ph, pw) = self.support_stride, conv.padding
-        hb2, wb2 = (hb + 2 * ph - kh) // sh + 1, (wb + 2 * pw - kw) // sw + 1
+        hb2, wb2 = self._support_size(hb, wb)
         key = (hb, wb, conv.weight.device)
         idx = self._tap_index.get(key)
         if idx is None:
@@ -338,17 +357,17 @@ class CenterPivotConv4d(nn.Module):
             valid = (ti >= 0) & (ti < kh) & (tj >= 0) & (tj < kw)
             idx = torch.where(valid, ti * kw + tj, kh * kw).reshape(hb2 * wb2, hb * wb)  # kh*kw: a zero tap
             idx = self._tap_index[key] = idx.to(conv.weight.device)
-        cached = not needs_autograd(conv.weight)  # inference: reuse the matrix while the weight is unchanged
+        cached = keep and not needs_autograd(conv.weight)  # inference: reuse the matrix while the weight is unchanged
         cache_key = (key, conv.weight.data_ptr(), conv.weight._version, conv.weight.dtype)
         if cached and self._matrix_cache is not None and self._matrix_cache[0] == cache_key:
-            return self._matrix_cache[1], hb2, wb2
+            return self._matrix_cache[1]
         o, c = conv.weight.shape[:2]
         taps = F.pad(conv.weight.reshape(o, c, kh * kw), (0, 1))  # (O, C, kh*kw + 1), last tap zero
         matrix = taps[:, :, idx]  # (O, C, Hb'*Wb', hb*wb)
         matrix = matrix.permute(2, 0, 3, 1).reshape(hb2 * wb2 * o, hb * wb * c)
         if cached and not conv.weight.is_inference():
             self._matrix_cache = (cache_key, matrix)
-        return matrix, hb2, wb2
+        return matrix
 
     def to_dense(self) -> Conv4d:
         """The equivalent dense :class:`Conv4d` (kernel zero off the center-pivot cross).

@@ -11,6 +11,7 @@ from hsnet_lite.fast import folded_convs
 from hsnet_lite.backbones import build_backbone
 from hsnet_lite.conv4d import CenterPivotConv4d, to_channels_last_6d
 from hsnet_lite.fast.folded_convs import FoldedConvs, fused_conv, onednn_available
+from hsnet_lite.fast.strided_pivot import wide_contiguous
 
 needs_onednn = pytest.mark.skipif(not onednn_available(torch.zeros(1)), reason="oneDNN fused ops unavailable")
 
@@ -31,6 +32,9 @@ def test_fused_conv_equals_conv_add_relu(stride, padding, relu, add):
     got = fused_conv(x, w, b, (stride,) * 2, (padding,) * 2, relu=relu, add=other)
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(got, expected, atol=1e-4)
+    if add:  # the same result written over ``add``
+        into = fused_conv(x, w, b, (stride,) * 2, (padding,) * 2, relu=relu, add=other, into_add=True)
+        assert into.data_ptr() == other.data_ptr() and torch.equal(other, got)
 
 
 @needs_onednn
@@ -116,3 +120,70 @@ def test_correlation_as_a_convolution_equals_the_matmul(monkeypatch, widths):
     manual = torch.stack([torch.einsum("bchw,bkcxy->bkhwxy", a, b.view(2, 2, *b.shape[1:])).flatten(0, 1).clamp(min=0)
                           for a, b in zip(q, s)], dim=1)
     assert torch.allclose(fast, manual, atol=1e-6) and torch.allclose(slow, manual, atol=1e-6)
+
+
+@needs_onednn
+@pytest.mark.parametrize("k,s,dims", [(5, 4, (5, 6, 13, 13)), (3, 1, (5, 5, 2, 2)), (3, 2, (6, 6, 4, 4))])
+def test_packed_kernels_follow_weight_changes_and_stay_out_of_copies(k, s, dims):
+    layer = CenterPivotConv4d(4, 8, k, s)
+    x = to_channels_last_6d(torch.randn(2, 4, *dims))
+
+    def check():  # the packed path against the dense 4D conv built from the current weights
+        with torch.no_grad():
+            assert torch.allclose(layer(x), layer.to_dense()(x.contiguous()), atol=1e-5)
+
+    check()
+    assert layer._packs.packs  # inference ran on packed kernels
+    with torch.no_grad():
+        layer.query_conv.weight.mul_(-2.0)  # in place, as an optimiser step
+        layer.support_conv.weight.add_(0.5)
+    check()
+    layer.support_conv.weight.data = torch.randn_like(layer.support_conv.weight)  # new storage
+    check()
+    twin = copy.deepcopy(layer)  # oneDNN's packed kernels cannot be copied: they stay behind
+    assert not twin._packs.packs
+    again = pickle.loads(pickle.dumps(layer))
+    with torch.no_grad():
+        assert torch.equal(twin(x), layer(x)) and torch.equal(again(x), layer(x))
+
+
+@needs_onednn
+def test_kernel_packs_keep_only_the_last_shapes():
+    layer = CenterPivotConv4d(4, 8, 3, 2)
+    with torch.no_grad():
+        for n in range(6, 16):
+            layer(to_channels_last_6d(torch.randn(1, 4, n, n, 5, 5)))
+    assert len(layer._packs.packs) == layer._packs.capacity
+
+
+@pytest.mark.parametrize("channels,offset", [(4, 0), (8, 0), (6, 0), (3, 0), (4, 2)])
+def test_wide_contiguous_copies_the_same_bytes(channels, offset):
+    g = torch.Generator().manual_seed(channels)
+    n = 2 * 7 * 9 * 11 * channels
+    bits = torch.randint(-2**31, 2**31 - 1, (n + offset,), dtype=torch.int32, generator=g)
+    x6 = bits[offset:].view(torch.float32).view(2, 7, 9, 11, channels)  # NaN payloads included
+    strided = x6[:, 1:, :, ::3].permute(0, 3, 1, 2, 4)  # a gather, the channels still contiguous
+    got = wide_contiguous(strided)
+    assert got.is_contiguous() and got.dtype == torch.float32 and got.shape == strided.shape
+    assert torch.equal(got.view(torch.int32), strided.contiguous().view(torch.int32))
+
+
+def test_wide_contiguous_keeps_autograd():
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    y = wide_contiguous(x[:, ::2])
+    y.sum().backward()
+    assert torch.equal(x.grad[:, ::2], torch.ones(3, 3, 8)) and x.grad[:, 1::2].abs().sum() == 0
+
+
+@needs_onednn
+def test_bottleneck_writes_over_its_residual_only_when_that_is_a_temporary():
+    torch.manual_seed(0)
+    bb = build_backbone("resnet50", weights=None)
+    block = bb.net.layer1[1]  # no downsampling: the residual is the block's input itself
+    x = torch.randn(1, 256, 12, 12).contiguous(memory_format=torch.channels_last)
+    kept = x.clone()
+    with torch.no_grad():
+        out = bb._bottleneck_before_relu(block, x)
+        expected = block.bn3(block.conv3(block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(kept))))))))
+    assert torch.equal(x, kept)  # a caller's tensor is never overwritten
+    assert torch.allclose(out, expected + kept, atol=1e-4)

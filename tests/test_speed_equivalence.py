@@ -91,7 +91,7 @@ def test_support_linear_map_equals_conv():
     for k, s, (hb, wb) in [(3, 1, (2, 2)), (3, 1, (1, 1)), (3, 2, (3, 3)), (3, 1, (3, 2)), (5, 1, (4, 5)), (5, 2, (3, 4))]:
         cp = CenterPivotConv4d(5, 7, k, s)
         x = torch.rand(3, hb, wb, 5)
-        matrix, hb2, wb2 = cp._support_matrix(hb, wb)
+        matrix, (hb2, wb2) = cp._support_matrix(hb, wb), cp._support_size(hb, wb)
         via_map = F.linear(x.reshape(3, -1), matrix, cp.support_conv.bias.repeat(hb2 * wb2))
         via_conv = cp.support_conv(x.permute(0, 3, 1, 2))
         assert via_conv.shape[-2:] == (hb2, wb2)
@@ -418,6 +418,19 @@ def test_compile_learner_keeps_state_dict_keys():
     keys = list(model.state_dict())
     assert model.compile_learner() is model  # compiles lazily, on the first call
     assert list(model.state_dict()) == keys
+
+
+def test_compiled_learner_equals_the_eager_one():
+    """The speed paths step aside inside a compiled graph (packed kernels, wide copies): the
+    compiled learner runs and gives the eager logits."""
+    torch.manual_seed(0)
+    model = HSNet("efficientnet-lite0", weights=None).eval()
+    q, s = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 3, 64, 64)
+    m = ellipse_masks(1, 1, 64)
+    with torch.no_grad():
+        eager = model(q, s, m)
+        compiled = model.compile_learner()(q, s, m)
+    assert torch.allclose(compiled, eager, atol=1e-5)
 
 
 def test_bench_helpers_and_layer_section_smoke(monkeypatch):

@@ -5,13 +5,15 @@ The model's modules (:mod:`hsnet_lite.conv4d`, :mod:`hsnet_lite.correlation`,
 equivalence test against the plain computation:
 
 - :mod:`~hsnet_lite.fast.folded_convs`: the frozen backbone's BatchNorm folded into oneDNN's fused,
-  prepacked convolutions (``tests/test_folded_convs.py``).
+  prepacked convolutions, and the learner's kernels packed once for inference
+  (``tests/test_folded_convs.py``).
 - :mod:`~hsnet_lite.fast.support_crop`: the first squeezing layer of a level reads only the
   support window its outputs touch (``tests/test_support_crop.py``).
 - :mod:`~hsnet_lite.fast.cropped_norm`: that layer's group norm over its constant region in
   closed form, forward and backward (``tests/test_support_crop.py``).
 - :mod:`~hsnet_lite.fast.strided_pivot`: a hand-written backward for strided center-pivot
-  layers in training (``tests/test_strided_pivot.py``).
+  layers in training (``tests/test_strided_pivot.py``), and the pivots' gather copied in wide
+  units (``tests/test_folded_convs.py``).
 
 README "Performance" gives what each one saves.
 """

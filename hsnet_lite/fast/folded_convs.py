@@ -12,12 +12,17 @@ PyTorch's oneDNN build can go further, as ``torch.compile`` does with its CPU fr
 The results are bit-for-bit those of ``F.conv2d`` followed by ``add_`` and ``relu_``
 (``tests/test_speed_equivalence.py``). A reordered kernel suits one input shape only, so the
 packs are kept for the last :data:`PACKED_SHAPES` image shapes. Anywhere else (GPU, bf16 autocast,
-other dtypes, a PyTorch without these oneDNN ops) the plain folded convs run.
+other dtypes, a PyTorch without these oneDNN ops) the plain folded convs run. A bottleneck's last
+conv may also write its result over the residual it adds, when that is a temporary
+(``into_add``).
+
+The learner's convolutions are trainable, so their packs (:class:`KernelPacks`) follow the
+weights: rebuilt whenever a weight changes, used at inference only.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,19 +31,26 @@ from torch import nn
 PACKED_SHAPES = 2  # image shapes whose reordered kernels are kept (e.g. 1-shot and 5-shot batches)
 
 Folder = Callable[[nn.Conv2d], tuple[torch.Tensor, torch.Tensor]]
+Kernel = torch.Tensor | Callable[[], torch.Tensor]  # a conv kernel, or a function making it
+
+
+def _onednn_ops_present() -> bool:
+    """True when this PyTorch build has oneDNN and the fused / reorder ops used here."""
+    ops = getattr(torch.ops, "mkldnn", None)
+    return (torch.backends.mkldnn.is_available() and ops is not None
+            and hasattr(ops, "_convolution_pointwise") and hasattr(ops, "_reorder_convolution_weight"))
+
+
+_ONEDNN_OPS = _onednn_ops_present()  # checked once, at import
 
 
 def onednn_available(x: torch.Tensor) -> bool:
     """True when ``x`` can run through oneDNN's fused, prepacked convolutions (CPU, fp32, no autocast)."""
-    ops = getattr(torch.ops, "mkldnn", None)
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
-        and torch.backends.mkldnn.is_available()
-        and ops is not None
-        and hasattr(ops, "_convolution_pointwise")
-        and hasattr(ops, "_reorder_convolution_weight")
+        and _ONEDNN_OPS
     )
 
 
@@ -49,16 +61,78 @@ def needs_autograd(*tensors: torch.Tensor | None) -> bool:
 
 
 def fused_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1), padding=(0, 0),
-               dilation=(1, 1), groups: int = 1, relu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
+               dilation=(1, 1), groups: int = 1, relu: bool = False, add: torch.Tensor | None = None,
+               into_add: bool = False) -> torch.Tensor:
     """``relu(conv2d(x, weight, bias) + add)`` in one oneDNN call (ReLU and ``add`` optional), the
-    output in ``x``'s memory format; ``weight`` may be a reordered oneDNN kernel. Inference
-    only, CPU fp32 (:func:`onednn_available`)."""
+    output in ``x``'s memory format; ``weight`` may be a reordered oneDNN kernel. With
+    ``into_add``, the result overwrites ``add`` (no new output tensor). Inference only, CPU fp32
+    (:func:`onednn_available`)."""
     geometry = (list(padding), list(stride), list(dilation), groups)
     mkldnn = torch.ops.mkldnn
     if add is None:
         return mkldnn._convolution_pointwise(x, weight, bias, *geometry, "relu" if relu else "none", [], "")
-    return mkldnn._convolution_pointwise.binary(x, add, weight, bias, *geometry, "add", None,
-                                                "relu" if relu else None, [], None)
+    op = mkldnn._convolution_pointwise_.binary if into_add else mkldnn._convolution_pointwise.binary
+    first, second = (add, x) if into_add else (x, add)
+    return op(first, second, weight, bias, *geometry, "add", None, "relu" if relu else None, [], None)
+
+
+class KernelPacks:
+    """oneDNN-reordered copies of a trainable layer's conv kernels, kept between inference calls.
+
+    The learner's convolutions run at the same shapes episode after episode; handing oneDNN a
+    kernel already in its blocked layout (as :class:`FoldedConvs` does for the backbone) spares a
+    reorder of the kernel on every call, which costs up to a third of a small layer's time. A pack
+    is keyed by a name, the conv geometry and the input shape, and belongs to the kernel's
+    ``source`` parameter: it is rebuilt when that parameter's storage or version counter changes
+    (an optimiser step or ``load_state_dict`` writes in place). The entry holds the source's
+    storage, so its address cannot be reused by another tensor while the entry lives. The last
+    ``capacity`` packs are kept; copies and pickles start empty. Inference only, CPU fp32
+    (:func:`onednn_available`).
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self.packs: OrderedDict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = OrderedDict()
+
+    def conv(self, name: object, x: torch.Tensor, weight: Kernel, bias: torch.Tensor | None,
+             stride=(1, 1), padding=(0, 0), dilation=(1, 1), add: torch.Tensor | None = None,
+             source: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+        """:func:`fused_conv` of ``x`` with ``weight`` given to oneDNN packed. ``weight``: the kernel,
+        or a function making it from ``source`` (called only when the pack is (re)built);
+        ``source``: the parameter the kernel comes from, by default ``weight`` itself."""
+        if source is None:
+            if callable(weight):
+                raise ValueError("KernelPacks.conv: a kernel given as a function needs its source parameter")
+            source = weight
+        if torch.compiler.is_compiling():  # a compiled learner packs its kernels itself (inductor's freezing)
+            return fused_conv(x, weight() if callable(weight) else weight, bias, stride, padding, dilation,
+                              relu=relu, add=add)
+        packed = self.get(name, weight, source, stride, padding, dilation, x.shape)
+        return fused_conv(x, packed, bias, stride, padding, dilation, relu=relu, add=add)
+
+    def get(self, name: object, weight: Kernel, source: torch.Tensor, stride, padding, dilation,
+            shape: Sequence[int]) -> torch.Tensor:
+        """The packed ``weight`` (a kernel or a function making it) for inputs of ``shape``; the
+        kernel itself for an inference-mode source, whose changes cannot be tracked."""
+        if source.is_inference():
+            return weight() if callable(weight) else weight
+        key = (name, tuple(stride), tuple(padding), tuple(dilation), tuple(shape))
+        entry = self.packs.pop(key, None)
+        if entry is None or entry[0].data_ptr() != source.data_ptr() or entry[1] != source._version:
+            kernel = weight() if callable(weight) else weight
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                kernel.detach().contiguous(), list(padding), list(stride), list(dilation), 1, list(shape))
+            entry = (source.detach(), source._version, packed)
+        self.packs[key] = entry
+        while len(self.packs) > self.capacity:
+            self.packs.popitem(last=False)
+        return entry[2]
+
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["capacity"])
 
 
 class FoldedConvs:
@@ -75,7 +149,8 @@ class FoldedConvs:
         self.weights, self.folder, self.onednn = weights, folder, onednn
         self.packed: dict[tuple[nn.Conv2d, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, m: nn.Conv2d, x: torch.Tensor, relu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, m: nn.Conv2d, x: torch.Tensor, relu: bool = False, add: torch.Tensor | None = None,
+                 into_add: bool = False) -> torch.Tensor:
         if not self.onednn:
             w, b = self.weights[m]
             y = F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
@@ -83,7 +158,7 @@ class FoldedConvs:
                 y = y.add_(add)
             return F.relu_(y) if relu else y
         w, b = self._packed(m, x)
-        return fused_conv(x, w, b, m.stride, m.padding, m.dilation, m.groups, relu=relu, add=add)
+        return fused_conv(x, w, b, m.stride, m.padding, m.dilation, m.groups, relu=relu, add=add, into_add=into_add)
 
     def _packed(self, m: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (m, tuple(x.shape))

@@ -57,10 +57,32 @@ def support_images(x6: torch.Tensor) -> torch.Tensor:
     return x6.reshape(b * ha * wa, h, w, c).permute(0, 3, 1, 2)
 
 
+# bit-for-bit carriers of 16 and 8 bytes for :func:`wide_contiguous`
+_WIDE_DTYPES = ((16, torch.complex128), (8, torch.float64))
+
+
+def wide_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """``x.contiguous()`` for a strided view whose last dim (the channels) is contiguous, copied
+    in units as wide as a position's channels allow: PyTorch's copy moves the C floats of each
+    position one by one, so gathering the pivots of a 4-channel first layer goes about 3x faster
+    as one 16-byte element per position. The same bytes either way; CPU, without autograd only
+    (the plain copy otherwise, and in a compiled graph)."""
+    if (x.is_contiguous() or x.device.type != "cpu" or x.dim() == 0 or x.stride(-1) != 1 or x.requires_grad
+            or torch.compiler.is_compiling()):  # (inductor generates no code for complex copies)
+        return x.contiguous()
+    nbytes = x.shape[-1] * x.element_size()
+    for width, carrier in _WIDE_DTYPES:
+        ratio = width // x.element_size()
+        if ratio > 1 and nbytes % width == 0 and x.storage_offset() % ratio == 0 \
+                and all(st % ratio == 0 for st in x.stride()[:-1]):
+            return x.view(carrier).contiguous().view(x.dtype)
+    return x.contiguous()
+
+
 def pivot_images(x6: torch.Tensor) -> torch.Tensor:
     """(B, Ha, Wa, P, Q, C) -> a batch of B*P*Q channels-last (C, Ha, Wa) images (a copy)."""
     b, ha, wa, p, q, c = x6.shape
-    images = x6.permute(0, 3, 4, 1, 2, 5).reshape(b * p * q, ha, wa, c).permute(0, 3, 1, 2)
+    images = wide_contiguous(x6.permute(0, 3, 4, 1, 2, 5)).view(b * p * q, ha, wa, c).permute(0, 3, 1, 2)
     return images.contiguous(memory_format=torch.channels_last)
 
 

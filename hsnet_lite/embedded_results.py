@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from .baseline import PrototypeBaseline
 from .datasets import EMBEDDED_CLASS_NAMES, EmbeddedDataset, load_fixed_episodes
 from .atomic_io import write_json_atomic
-from .engine import evaluate_many
+from .engine import evaluate_many, model_device
 from .episode_figure import episode_iou, predictions_figure
 from .pretrained import load_embedded_model, read_model_info
 
@@ -57,8 +57,9 @@ def prediction_figure(path: str, model=None, n_rows: int = 5, shot: int = 1) -> 
     model = model or load_embedded_model()
     baseline = PrototypeBaseline(model.backbone)
     eps = load_fixed_episodes(FOLD, shot=shot, img_size=_img_size())[:n_rows]
-    batch = {k: torch.stack([e[k] for e in eps]) for k in ("query_img", "support_imgs", "support_masks")}
-    preds = {name: list(m.predict_mask(batch["query_img"], batch["support_imgs"], batch["support_masks"]))
+    dev = model_device(model)
+    batch = {k: torch.stack([e[k] for e in eps]).to(dev) for k in ("query_img", "support_imgs", "support_masks")}
+    preds = {name: list(m.predict_mask(batch["query_img"], batch["support_imgs"], batch["support_masks"]).cpu())
              for name, m in (("HSNet", model), ("baseline", baseline))}
     scores = {name: [episode_iou(p, e["query_mask"]) for p, e in zip(masks, eps)] for name, masks in preds.items()}
     fig = predictions_figure(eps, preds, dict(enumerate(EMBEDDED_CLASS_NAMES)), scores)

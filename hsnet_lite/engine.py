@@ -7,7 +7,7 @@ Both loops work for one process or many (``torchrun``): training batches come fr
 """
 from __future__ import annotations
 
-from itertools import islice
+from itertools import chain, islice
 from typing import Iterable
 
 import torch
@@ -27,6 +27,13 @@ SINGLE = DistContext()
 def to_device(batch: dict, device: torch.device) -> dict:
     """The tensors of a collated episode batch, moved to ``device``."""
     return {k: batch[k].to(device, non_blocking=True) for k in TENSOR_KEYS}
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: the device of its first parameter or buffer (the CPU if it has none)."""
+    for t in chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, ctx: DistContext = SINGLE,

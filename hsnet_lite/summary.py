@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .blocks import pool_support_dims, upsample_query_dims
+from .engine import model_device
 from .model import HSNet
 
 
@@ -41,11 +42,12 @@ def _count(module: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def architecture_table(model: HSNet, img_size: int = 400) -> list[Row]:
-    """Run one random 1-shot episode through ``model`` and record every stage."""
+    """Run one random 1-shot episode through ``model`` (on its device) and record every stage."""
     model.eval()
-    q = torch.randn(1, 3, img_size, img_size)
-    s = torch.randn(1, 1, 3, img_size, img_size)
-    m = torch.ones(1, 1, img_size, img_size)
+    dev = model_device(model)
+    q = torch.randn(1, 3, img_size, img_size, device=dev)
+    s = torch.randn(1, 1, 3, img_size, img_size, device=dev)
+    m = torch.ones(1, 1, img_size, img_size, device=dev)
     feats = model.extract(q)
     bb = model.config["backbone"]
     rows = [Row(f"{bb} backbone (query and support)", f"(3, {img_size}, {img_size})", _grouped(feats),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .engine import shot_predictions
+from .engine import model_device, shot_predictions
 from .episode_figure import episode_iou
 from .metrics import IGNORE, FewShotMeter
 
@@ -123,7 +123,8 @@ def collect_predictions(models: dict[str, nn.Module], dataset: Dataset, shots: S
 
     The first ``k`` supports of the dataset's K-shot episodes form its ``k``-shot episode
     (the embedded benchmark draws them that way), so one forward pass per batch gives all
-    shot counts (see :func:`hsnet_lite.engine.shot_predictions`). Returns ``{"masks":
+    shot counts (see :func:`hsnet_lite.engine.shot_predictions`); each model runs on its own device,
+    the masks come back to the CPU. Returns ``{"masks":
     {(name, k): (N, H, W) uint8}, "gts": (N, H, W) uint8, "class_ids": (N,) long}``.
     """
     shots = sorted(set(int(k) for k in shots))
@@ -136,8 +137,10 @@ def collect_predictions(models: dict[str, nn.Module], dataset: Dataset, shots: S
         if s_imgs.shape[1] < shots[-1]:
             raise ValueError(f"episodes hold {s_imgs.shape[1]} supports, fewer than shot {shots[-1]}")
         for name, model in models.items():
-            for k, pred in shot_predictions(model, batch["query_img"], s_imgs, s_masks, shots).items():
-                masks[name, k].append(pred.to(torch.uint8))
+            dev = model_device(model)
+            preds = shot_predictions(model, batch["query_img"].to(dev), s_imgs.to(dev), s_masks.to(dev), shots)
+            for k, pred in preds.items():
+                masks[name, k].append(pred.to("cpu", torch.uint8))
         gts.append(batch["query_mask"].to(torch.uint8))
         cids.append(batch["class_id"].long())
     return {"masks": {key: torch.cat(v) for key, v in masks.items()}, "gts": torch.cat(gts),

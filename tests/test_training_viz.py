@@ -114,6 +114,20 @@ def test_collect_predictions_agree_with_the_engine():
     assert np.array_equal(one["query_img"], ds[0]["query_img"])
 
 
+def test_teaching_helpers_run_the_model_on_its_device(device, tmp_path):
+    from hsnet_lite.embedded_results import prediction_figure
+    from hsnet_lite.summary import architecture_table
+
+    torch.manual_seed(0)
+    hsnet = HSNet("efficientnet-lite0", weights=None).eval().to(device)
+    ds = EmbeddedDataset(fold=0, split="test", shot=1, img_size=64, n_episodes=2)
+    masks = collect_predictions({"hsnet": hsnet}, ds, shots=(1,))["masks"]["hsnet", 1]
+    assert masks.device.type == "cpu" and masks.shape == (2, 64, 64)
+    rows = {r.layer: r for r in architecture_table(hsnet, 128)}
+    assert rows["all learnable"].params == hsnet.learnable_parameters()
+    assert prediction_figure(str(tmp_path / "pred.png"), model=hsnet, n_rows=2).endswith("pred.png")
+
+
 def test_collect_predictions_needs_enough_supports():
     ds = EmbeddedDataset(fold=0, split="test", shot=1, img_size=64, n_episodes=1)
     base = PrototypeBaseline("efficientnet-lite0", weights=None)

@@ -76,6 +76,13 @@ def fused_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     return op(first, second, weight, bias, *geometry, "add", None, "relu" if relu else None, [], None)
 
 
+def reorder_kernel(weight: torch.Tensor, stride, padding, dilation, groups: int, shape: Sequence[int]) -> torch.Tensor:
+    """``weight`` reordered into the blocked layout oneDNN's convolution reads for inputs of
+    ``shape`` (an opaque oneDNN tensor that :func:`fused_conv` accepts as its kernel)."""
+    return torch.ops.mkldnn._reorder_convolution_weight(
+        weight.detach().contiguous(), list(padding), list(stride), list(dilation), groups, list(shape))
+
+
 class KernelPacks:
     """oneDNN-reordered copies of a trainable layer's conv kernels, kept between inference calls.
 
@@ -119,9 +126,7 @@ class KernelPacks:
         key = (name, tuple(stride), tuple(padding), tuple(dilation), tuple(shape))
         entry = self.packs.pop(key, None)
         if entry is None or entry[0].data_ptr() != source.data_ptr() or entry[1] != source._version:
-            kernel = weight() if callable(weight) else weight
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                kernel.detach().contiguous(), list(padding), list(stride), list(dilation), 1, list(shape))
+            packed = reorder_kernel(weight() if callable(weight) else weight, stride, padding, dilation, 1, shape)
             entry = (source.detach(), source._version, packed)
         self.packs[key] = entry
         while len(self.packs) > self.capacity:
@@ -164,8 +169,7 @@ class FoldedConvs:
         key = (m, tuple(x.shape))
         if key not in self.packed:
             w, b = self.folder(m)
-            w = torch.ops.mkldnn._reorder_convolution_weight(
-                w.contiguous(), list(m.padding), list(m.stride), list(m.dilation), m.groups, list(x.shape))
+            w = reorder_kernel(w, m.stride, m.padding, m.dilation, m.groups, x.shape)
             self.packed[key] = (w, b)
         return self.packed[key]
 

@@ -193,8 +193,9 @@ class CenterPivotConv4d(nn.Module):
         """Eq. 6: a 2D conv over (Hb, Wb) at every query position, on the channels-last view, plus
         ``add`` (the query branch's (B, Ha, Wa, Hb', Wb', O) output), the sum of Eq. 8.
 
-        At inference on the CPU, oneDNN adds ``add`` inside the convolution (a post-op); otherwise
-        it is added in place to the conv's output. Returns the (B, Ha, Wa, Hb', Wb', O) sum.
+        At inference on the CPU, oneDNN adds the conv's result into ``add`` in place (a sum post-op:
+        ``add`` is the caller's temporary, overwritten with the sum); otherwise ``add`` is added in
+        place to the conv's output. Returns the (B, Ha, Wa, Hb', Wb', O) sum.
         """
         b, ha, wa, hb, wb, c = xl.shape
         o, (hb2, wb2) = self.out_channels, add.shape[3:5]
@@ -215,14 +216,16 @@ class CenterPivotConv4d(nn.Module):
             other = add.reshape(b, ha, wa, hb2 * wb2 * o).permute(0, 3, 1, 2)
             if fused:  # only the packed matrix is kept, built when the weight has changed
                 kernel = lambda: self._support_matrix(hb, wb, keep=False)[:, :, None, None]  # noqa: E731
-                y = self._packs.conv(("matrix", hb, wb), image, kernel, bias, add=other, source=conv.weight)
+                y = self._packs.conv(("matrix", hb, wb), image, kernel, bias, add=other, source=conv.weight,
+                                     into_add=True)
             else:
                 y = F.conv2d(image, self._support_matrix(hb, wb)[:, :, None, None], bias).add_(other)
             return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
         images = support_images(xl)
         other = add.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
         if fused:
-            y = self._packs.conv("support", images, conv.weight, bias, self.support_stride, conv.padding, add=other)
+            y = self._packs.conv("support", images, conv.weight, bias, self.support_stride, conv.padding, add=other,
+                                 into_add=True)
         else:
             y = F.conv2d(images, conv.weight, bias, self.support_stride, conv.padding)
             y = y.contiguous(memory_format=torch.channels_last).add_(other)  # a no-op unless C or O is 1
@@ -310,7 +313,8 @@ class CenterPivotConv4d(nn.Module):
         images = support_images(xl)
         other = q.reshape(b * ha * wa, nh, nw, self.out_channels).permute(0, 3, 1, 2)
         if onednn_available(xl) and not needs_autograd(conv.weight, xl, q, bias):
-            flat = self._packs.conv("support", images, conv.weight, bias, self.support_stride, (0, 0), add=other)
+            flat = self._packs.conv("support", images, conv.weight, bias, self.support_stride, (0, 0), add=other,
+                                    into_add=True)
         else:
             flat = F.conv2d(images, conv.weight, bias, self.support_stride)
             flat = flat.contiguous(memory_format=torch.channels_last).add_(other)  # channels-last unless C or O is 1

@@ -103,7 +103,7 @@ class KernelPacks:
 
     def conv(self, name: object, x: torch.Tensor, weight: Kernel, bias: torch.Tensor | None,
              stride=(1, 1), padding=(0, 0), dilation=(1, 1), add: torch.Tensor | None = None,
-             source: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+             source: torch.Tensor | None = None, relu: bool = False, into_add: bool = False) -> torch.Tensor:
         """:func:`fused_conv` of ``x`` with ``weight`` given to oneDNN packed. ``weight``: the kernel,
         or a function making it from ``source`` (called only when the pack is (re)built);
         ``source``: the parameter the kernel comes from, by default ``weight`` itself."""
@@ -115,7 +115,7 @@ class KernelPacks:
             return fused_conv(x, weight() if callable(weight) else weight, bias, stride, padding, dilation,
                               relu=relu, add=add)
         packed = self.get(name, weight, source, stride, padding, dilation, x.shape)
-        return fused_conv(x, packed, bias, stride, padding, dilation, relu=relu, add=add)
+        return fused_conv(x, packed, bias, stride, padding, dilation, relu=relu, add=add, into_add=into_add)
 
     def get(self, name: object, weight: Kernel, source: torch.Tensor, stride, padding, dilation,
             shape: Sequence[int]) -> torch.Tensor:

@@ -421,15 +421,16 @@ def test_compile_learner_keeps_state_dict_keys():
 
 
 def test_compiled_learner_equals_the_eager_one():
-    """The speed paths step aside inside a compiled graph (packed kernels, wide copies): the
-    compiled learner runs and gives the eager logits."""
+    """The speed paths step aside inside a compiled graph (packed kernels, wide copies, oneDNN's
+    fused ops): the learner compiles as one graph (``fullgraph``: a graph break fails) and gives
+    the eager logits."""
     torch.manual_seed(0)
     model = HSNet("efficientnet-lite0", weights=None).eval()
     q, s = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 3, 64, 64)
     m = ellipse_masks(1, 1, 64)
     with torch.no_grad():
         eager = model(q, s, m)
-        compiled = model.compile_learner()(q, s, m)
+        compiled = model.compile_learner(fullgraph=True)(q, s, m)
     assert torch.allclose(compiled, eager, atol=1e-5)
 
 

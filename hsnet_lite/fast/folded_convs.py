@@ -17,7 +17,8 @@ conv may also write its result over the residual it adds, when that is a tempora
 (``into_add``).
 
 The learner's convolutions are trainable, so their packs (:class:`KernelPacks`) follow the
-weights: rebuilt whenever a weight changes, used at inference only.
+weights: rebuilt whenever a weight changes, used at inference only. A center-pivot conv's
+support branch adds its result into the query branch's output the same way (``into_add``).
 """
 from __future__ import annotations
 
@@ -106,14 +107,16 @@ class KernelPacks:
              source: torch.Tensor | None = None, relu: bool = False, into_add: bool = False) -> torch.Tensor:
         """:func:`fused_conv` of ``x`` with ``weight`` given to oneDNN packed. ``weight``: the kernel,
         or a function making it from ``source`` (called only when the pack is (re)built);
-        ``source``: the parameter the kernel comes from, by default ``weight`` itself."""
+        ``source``: the parameter the kernel comes from, by default ``weight`` itself; ``add`` and
+        ``into_add`` as for :func:`fused_conv` (in a compiled graph: plain ops, nothing in place)."""
         if source is None:
             if callable(weight):
                 raise ValueError("KernelPacks.conv: a kernel given as a function needs its source parameter")
             source = weight
-        if torch.compiler.is_compiling():  # a compiled learner packs its kernels itself (inductor's freezing)
-            return fused_conv(x, weight() if callable(weight) else weight, bias, stride, padding, dilation,
-                              relu=relu, add=add)
+        if torch.compiler.is_compiling():  # inductor fuses and packs by itself; oneDNN's ops would break the graph
+            y = F.conv2d(x, weight() if callable(weight) else weight, bias, stride, padding, dilation)
+            y = y if add is None else y + add
+            return y.relu() if relu else y
         packed = self.get(name, weight, source, stride, padding, dilation, x.shape)
         return fused_conv(x, packed, bias, stride, padding, dilation, relu=relu, add=add, into_add=into_add)
 

@@ -163,7 +163,7 @@ class Decoder(nn.Module):
         """Conv ``name`` (then a ReLU): at inference on the CPU, one oneDNN call with the kernel
         packed once and the ReLU fused (:class:`~hsnet_lite.fast.folded_convs.KernelPacks`)."""
         m = getattr(self, name)
-        if onednn_available(x) and not needs_autograd(x, m.weight, m.bias) and not torch.compiler.is_compiling():
+        if onednn_available(x) and not needs_autograd(x, m.weight, m.bias):
             return self._packs.conv(name, x, m.weight, m.bias, m.stride, m.padding, relu=relu)
         y = m(x)
         return F.relu(y) if relu else y

@@ -263,7 +263,7 @@ class CenterPivotConv4d(nn.Module):
         d = hb * wb
         images = wide_contiguous(pivots).view(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
         padding, dilation = (conv.padding[0], conv.padding[1] * d), (1, d)
-        if onednn_available(images) and not needs_autograd(images) and not torch.compiler.is_compiling():
+        if onednn_available(images) and not needs_autograd(images):
             out = self._packs.conv("query", images, conv.weight, None, (1, 1), padding, dilation)
         else:
             out = F.conv2d(images, conv.weight, None, 1, padding, dilation)

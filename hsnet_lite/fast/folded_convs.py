@@ -61,6 +61,16 @@ def needs_autograd(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def plain_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1), padding=(0, 0),
+               dilation=(1, 1), groups: int = 1, relu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``relu(conv2d(x, weight, bias) + add)`` with PyTorch's own ops: what :func:`fused_conv` computes
+    (bit for bit), for the devices, dtypes and compiled graphs where oneDNN's fused ops do not run."""
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if add is not None:
+        y = y.add_(add)
+    return F.relu_(y) if relu else y
+
+
 def fused_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride=(1, 1), padding=(0, 0),
                dilation=(1, 1), groups: int = 1, relu: bool = False, add: torch.Tensor | None = None,
                into_add: bool = False) -> torch.Tensor:
@@ -108,15 +118,15 @@ class KernelPacks:
         """:func:`fused_conv` of ``x`` with ``weight`` given to oneDNN packed. ``weight``: the kernel,
         or a function making it from ``source`` (called only when the pack is (re)built);
         ``source``: the parameter the kernel comes from, by default ``weight`` itself; ``add`` and
-        ``into_add`` as for :func:`fused_conv` (in a compiled graph: plain ops, nothing in place)."""
+        ``into_add`` as for :func:`fused_conv`. Inside a compiled graph it runs :func:`plain_conv`
+        (nothing packed, nothing written over ``add``), so callers need no guard of their own."""
         if source is None:
             if callable(weight):
                 raise ValueError("KernelPacks.conv: a kernel given as a function needs its source parameter")
             source = weight
         if torch.compiler.is_compiling():  # inductor fuses and packs by itself; oneDNN's ops would break the graph
-            y = F.conv2d(x, weight() if callable(weight) else weight, bias, stride, padding, dilation)
-            y = y if add is None else y + add
-            return y.relu() if relu else y
+            return plain_conv(x, weight() if callable(weight) else weight, bias, stride, padding, dilation,
+                              relu=relu, add=add)
         packed = self.get(name, weight, source, stride, padding, dilation, x.shape)
         return fused_conv(x, packed, bias, stride, padding, dilation, relu=relu, add=add, into_add=into_add)
 
@@ -161,10 +171,7 @@ class FoldedConvs:
                  into_add: bool = False) -> torch.Tensor:
         if not self.onednn:
             w, b = self.weights[m]
-            y = F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
-            if add is not None:
-                y = y.add_(add)
-            return F.relu_(y) if relu else y
+            return plain_conv(x, w, b, m.stride, m.padding, m.dilation, m.groups, relu=relu, add=add)
         w, b = self._packed(m, x)
         return fused_conv(x, w, b, m.stride, m.padding, m.dilation, m.groups, relu=relu, add=add, into_add=into_add)
 

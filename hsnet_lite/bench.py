@@ -150,8 +150,44 @@ def machine() -> str:
             f"fp32; load average {load}")
 
 
-def verdict(ratio: float, target: float) -> str:
-    return "PASS" if ratio >= target else "MISS"
+@dataclass(frozen=True)
+class Verdict:
+    """One row's ratio against its target: a speedup must reach it, a time or memory ratio
+    (``at_most``) must stay under it."""
+
+    row: str
+    ratio: float
+    target: float
+    at_most: bool = False
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.target if self.at_most else self.ratio >= self.target
+
+
+VERDICTS: list[Verdict] = []  # every named verdict of this run, in order (for the --rounds summary)
+
+
+def verdict(ratio: float, target: float, row: str | None = None, at_most: bool = False) -> str:
+    """PASS or MISS; with a ``row`` name, also recorded in :data:`VERDICTS`."""
+    v = Verdict(row or "", ratio, target, at_most)
+    if row:
+        VERDICTS.append(v)
+    return "PASS" if v.met else "MISS"
+
+
+def summary(verdicts: list[Verdict]) -> list[str]:
+    """Each row's ratio in every round and in how many rounds it met its target."""
+    rows: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        rows.setdefault(v.row, []).append(v)
+    rounds = max((len(vs) for vs in rows.values()), default=0)
+    lines = [f"Summary over {rounds} rounds: each row's ratio in every round; target met in how many", ""]
+    for row, vs in rows.items():
+        op = "<=" if vs[0].at_most else ">="
+        ratios = " ".join(f"{v.ratio:5.2f}" for v in vs)
+        lines.append(f"  {row:36s} {ratios}   target {op} {vs[0].target:g}   met in {sum(v.met for v in vs)} of {len(vs)}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- models and episodes
@@ -254,19 +290,20 @@ def bench_layers(repeats: int, quick: bool) -> list[str]:
             cpu = t["ref"].median_cpu / t["ours"].median_cpu
             lines.append(f"  {name:15s} {cin:>4d} -> {cout:<4d} {ours_t * 1e3:8.2f} {bare * 1e3:8.2f} {ref_t * 1e3:9.2f} "
                          f"{ours_t / bare:10.2f} {ref_t / ours_t:9.2f}x {cpu:7.2f}x {diff:10.1e}  "
-                         f"{'PASS' if ours_t <= TARGETS['layer'] * bare else 'MISS'}")
+                         f"{verdict(ours_t / bare, TARGETS['layer'], f'ours/bare, {name}', at_most=True)}")
     lines.append(f"  {'all layers':15s} {'':11s} {tot['ours'] * 1e3:8.1f} {tot['bare'] * 1e3:8.1f} {tot['ref'] * 1e3:9.1f} "
                  f"{tot['ours'] / tot['bare']:10.2f} {tot['ref'] / tot['ours']:9.2f}x {'':8s} {'':10s}  "
-                 f"{'PASS' if tot['ours'] <= TARGETS['layer'] * tot['bare'] else 'MISS'}")
+                 f"{verdict(tot['ours'] / tot['bare'], TARGETS['layer'], 'ours/bare, all layers', at_most=True)}")
     return lines
 
 
-def _row(label: str, t_ours: Timing, t_ref: Timing, target: float, diff: str) -> str:
+def _row(label: str, t_ours: Timing, t_ref: Timing, target: float, diff: str, name: str) -> str:
+    """One timed row; ``name`` labels its speedup in the --rounds summary."""
     ratio = t_ref.median / t_ours.median
     cpu = t_ref.median_cpu / t_ours.median_cpu
     digits = 0 if min(t_ours.median, t_ref.median) >= 0.1 else 2
     return (f"  {label:34s} {t_ours.median * 1e3:9.{digits}f} {t_ref.median * 1e3:9.{digits}f} {ratio:7.2f}x {cpu:7.2f}x "
-            f"{'>= ' + format(target, 'g') + 'x':>7s}  {verdict(ratio, target)}   {diff}")
+            f"{'>= ' + format(target, 'g') + 'x':>7s}  {verdict(ratio, target, name)}   {diff}")
 
 
 ROW_HEAD = (f"  {'':34s} {'ours ms':>9s} {'base ms':>9s} {'speedup':>8s} {'cpu':>8s} {'target':>7s}  result   agreement")
@@ -280,7 +317,8 @@ def bench_one_shot(ours: HSNet, ref: ReferenceHSNet, repeats: int) -> list[str]:
         with torch.no_grad():
             diff = (ours(q, s, m) - ref(q, s[:, 0], m[:, 0])).abs().max().item()
             t = interleaved({"ours": lambda: ours(q, s, m), "ref": lambda: ref(q, s[:, 0], m[:, 0])}, repeats)
-        lines.append(_row(label, t["ours"], t["ref"], TARGETS["1shot"], f"logits max|diff| {diff:.1e}"))
+        lines.append(_row(label, t["ours"], t["ref"], TARGETS["1shot"], f"logits max|diff| {diff:.1e}",
+                          f"speedup, 1-shot, {'full' if full else 'object'} mask"))
     return lines
 
 
@@ -327,7 +365,8 @@ def bench_train(ours: HSNet, ref: ReferenceHSNet, repeats: int) -> list[str]:
     ours.eval()
     ref.eval()
     lines.append(_row(f"train step (object masks, {m.mean().item():.0%})", t["ours"], t["ref"], TARGETS["train"],
-                      f"logits max|diff| {diff:.1e}; gradients max|diff| {gdiff:.1e}, cosine >= {gcos:.7f}"))
+                      f"logits max|diff| {diff:.1e}; gradients max|diff| {gdiff:.1e}, cosine >= {gcos:.7f}",
+                      "speedup, training step"))
     return lines
 
 
@@ -348,7 +387,8 @@ def bench_five_shot(ours: HSNet, ref: ReferenceHSNet, repeats: int) -> list[str]
         t = interleaved({"ours": lambda: ours.predict_mask(q, s, m), "ref": lambda: ref.predict_mask_nshot(q, s, m)},
                         repeats)
     label = f"object masks ({cover.min().item():.0%}-{cover.max().item():.0%} of the image)"
-    lines.append(_row(label, t["ours"], t["ref"], TARGETS["5shot"], f"masks equal on {agree:.3f}% of pixels{agree_note}"))
+    lines.append(_row(label, t["ours"], t["ref"], TARGETS["5shot"], f"masks equal on {agree:.3f}% of pixels{agree_note}",
+                      "speedup, 5-shot"))
     return lines
 
 
@@ -406,9 +446,10 @@ def bench_memory(threads: int) -> list[str]:
         vals = {}
         for which, r in res.items():
             vals[which] = (r["cold_peak"] - r["start"]) if key == "total" else (r["warm_peak"] - r["before"])
-        ok = vals["ours"] <= vals["ref"]
+        ok = verdict(vals["ours"] / vals["ref"], 1.0, f"memory ours/base, {'first' if key == 'total' else 'later'} episode",
+                     at_most=True)
         lines.append(f"  {label:60s} ours {vals['ours'] * mb:7.0f}   baseline {vals['ref'] * mb:7.0f}   "
-                     f"ours/base {vals['ours'] / vals['ref']:5.2f}  target <= 1.00  {'PASS' if ok else 'MISS'}")
+                     f"ours/base {vals['ours'] / vals['ref']:5.2f}  target <= 1.00  {ok}")
     model_mb = {w: (r["built"] - r["start"]) * mb for w, r in res.items()}
     lines += ["", f"  (models alone: ours {model_mb['ours']:.0f} MB, baseline {model_mb['ref']:.0f} MB.) Method: each network",
               "  runs in a fresh Python process; peak = the kernel's resident-set high-water mark VmHWM",
@@ -451,10 +492,10 @@ def bench_gpu_memory() -> list[str]:
             vals[which] = (torch.cuda.max_memory_allocated(DEVICE) - before, before - base)
         del model, run, out
     mb = 1 / 2**20
-    ok = vals["ours"][0] <= vals["ref"][0]
+    ok = verdict(vals["ours"][0] / vals["ref"][0], 1.0, "memory ours/base, later episode", at_most=True)
     lines.append(f"  {'a later episode, above the memory allocated before it':60s} ours {vals['ours'][0] * mb:7.0f}   "
                  f"baseline {vals['ref'][0] * mb:7.0f}   ours/base {vals['ours'][0] / vals['ref'][0]:5.2f}  "
-                 f"target <= 1.00  {'PASS' if ok else 'MISS'}")
+                 f"target <= 1.00  {ok}")
     lines += ["", f"  (held between episodes, models included: ours {vals['ours'][1] * mb:.0f} MB, baseline "
               f"{vals['ref'][1] * mb:.0f} MB.) Method: torch.cuda.max_memory_allocated after",
               "  torch.cuda.reset_peak_memory_stats; tensors only (the CUDA context and cuDNN workspaces outside",
@@ -551,10 +592,25 @@ def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> Ite
 # ----------------------------------------------------------------------------- main
 
 
+def _run_sections(sections: list[str], ours: HSNet | None, ref: ReferenceHSNet | None, repeats: int,
+                  args: argparse.Namespace) -> None:
+    """One round of the timed sections (1-4) and the memory section, printed as they finish."""
+    few = max(3, repeats // 2) if args.quick else repeats
+    runs = [("layers", lambda: bench_layers(repeats, args.quick)), ("1shot", lambda: bench_one_shot(ours, ref, repeats)),
+            ("train", lambda: bench_train(ours, ref, few)), ("5shot", lambda: bench_five_shot(ours, ref, few)),
+            ("memory", lambda: bench_memory(args.threads))]
+    for name, run in runs:
+        if name in sections:
+            print("\n".join(run()) + "\n", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hsnet_lite.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and layers (about a third of the time)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved runs per measurement (default 7, quick 3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the timed and memory sections this many times, then summarise each row's ratios "
+                        "and in how many rounds it met its target (optional modes run once)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--modes", default=None, help=f"optional modes for section 6: comma-separated subset of "
@@ -579,6 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     if set(sections) - set(SECTIONS):
         parser.error(f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; choose from {SECTIONS}")
     repeats = args.repeats or (3 if args.quick else 7)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     modes = [m for m in (args.modes if args.modes is not None else "bf16" if args.quick else ",".join(MODES)).split(",") if m]
     if set(modes) - set(MODES):
         parser.error(f"unknown mode(s) {sorted(set(modes) - set(MODES))}; choose from {MODES}")
@@ -587,23 +645,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"median of {repeats} interleaved runs after a warm-up run; speedup = baseline / ours (wall clock),"
           " cpu = the same ratio of process CPU time\n")
     started = time.perf_counter()
-    if "layers" in sections:
-        print("\n".join(bench_layers(repeats, args.quick)) + "\n", flush=True)
+    VERDICTS.clear()
+    ours = ref = None
     if {"1shot", "train", "5shot", "modes"} & set(sections):
         ours, ref = build_pair()
-        if "1shot" in sections:
-            print("\n".join(bench_one_shot(ours, ref, repeats)) + "\n", flush=True)
-        if "train" in sections:
-            print("\n".join(bench_train(ours, ref, max(3, repeats // 2) if args.quick else repeats)) + "\n", flush=True)
-        if "5shot" in sections:
-            print("\n".join(bench_five_shot(ours, ref, max(3, repeats // 2) if args.quick else repeats)) + "\n", flush=True)
-    if "memory" in sections:
-        print("\n".join(bench_memory(args.threads)) + "\n", flush=True)
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            print(f"===== round {r + 1} of {args.rounds}\n", flush=True)
+        _run_sections(sections, ours, ref, repeats, args)
     if "modes" in sections and modes:
         del ref
         for line in bench_modes(ours, modes, repeats, args.quick):
             print(line, flush=True)
         print()
+    if args.rounds > 1:
+        print("\n".join(summary(VERDICTS)) + "\n")
     print(f"done in {time.perf_counter() - started:.0f} s; {machine().split('; ')[-1]}")
 
 

@@ -449,6 +449,26 @@ def test_bench_helpers_and_layer_section_smoke(monkeypatch):
     assert len(rows) == 3 and all(r.rstrip().endswith(("PASS", "MISS")) for r in rows)
 
 
+def test_bench_rounds_summarise_every_row(monkeypatch, capsys):
+    from hsnet_lite import bench
+
+    rows = [bench.Verdict("speedup", r, 2.0) for r in (2.1, 1.9, 2.0)] + [bench.Verdict("ours/bare", 1.2, 1.15, True)]
+    lines = bench.summary(rows)
+    assert lines[0].startswith("Summary over 3 rounds")
+    assert "2.10  1.90  2.00" in lines[2] and lines[2].endswith("target >= 2   met in 2 of 3")
+    assert lines[3].endswith("target <= 1.15   met in 0 of 1")
+    monkeypatch.setattr(bench, "HSNET_LAYERS", [("tiny", 3, 4, 3, 2, (5, 5, 7, 7))])
+    bench.main(["--sections", "layers", "--rounds", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "===== round 2 of 2" in out and "Summary over 2 rounds" in out
+    summary = out.split("Summary over 2 rounds")[1]
+    assert "ours/bare, tiny" in summary and "ours/bare, all layers" in summary
+    assert len(bench.VERDICTS) == 4  # two rows, two rounds
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "0"])
+    assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
 def test_bench_device_and_backbone_options(monkeypatch, capsys):
     from hsnet_lite import bench
 

@@ -24,6 +24,8 @@ parallel region of both networks (the ratios become stable; the setting is print
 ``--device cuda`` runs sections 1-6 on a GPU (fp32 with TF32 off; TF32 and CUDA graphs are
 extra modes; memory from torch's allocator statistics) and ``--backbone resnet101`` switches
 sections 2-6 to the paper's efficiency backbone; ``scripts/gpu_bench.sh`` runs that set.
+``--rounds N`` runs sections 1-5 N times and ends with every row's ratio in each round and in
+how many rounds it met its target (on a shared machine a single run can land either side).
 """
 from __future__ import annotations
 

@@ -443,15 +443,14 @@ def bench_memory(threads: int) -> list[str]:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         res[which] = json.loads(out.stdout.strip().splitlines()[-1])
     mb = 1 / 2**20
-    for label, key in (("model + first episode, above the RSS after `import torch`", "total"),
-                       ("a later episode, above the RSS before it", "episode")):
+    for label, key, row in (("model + first episode, above the RSS after `import torch`", "total", "first episode"),
+                            ("a later episode, above the RSS before it", "episode", "later episode")):
         vals = {}
         for which, r in res.items():
             vals[which] = (r["cold_peak"] - r["start"]) if key == "total" else (r["warm_peak"] - r["before"])
-        ok = verdict(vals["ours"] / vals["ref"], 1.0, f"memory ours/base, {'first' if key == 'total' else 'later'} episode",
-                     at_most=True)
+        result = verdict(vals["ours"] / vals["ref"], 1.0, f"memory ours/base, {row}", at_most=True)
         lines.append(f"  {label:60s} ours {vals['ours'] * mb:7.0f}   baseline {vals['ref'] * mb:7.0f}   "
-                     f"ours/base {vals['ours'] / vals['ref']:5.2f}  target <= 1.00  {ok}")
+                     f"ours/base {vals['ours'] / vals['ref']:5.2f}  target <= 1.00  {result}")
     model_mb = {w: (r["built"] - r["start"]) * mb for w, r in res.items()}
     lines += ["", f"  (models alone: ours {model_mb['ours']:.0f} MB, baseline {model_mb['ref']:.0f} MB.) Method: each network",
               "  runs in a fresh Python process; peak = the kernel's resident-set high-water mark VmHWM",
@@ -494,10 +493,10 @@ def bench_gpu_memory() -> list[str]:
             vals[which] = (torch.cuda.max_memory_allocated(DEVICE) - before, before - base)
         del model, run, out
     mb = 1 / 2**20
-    ok = verdict(vals["ours"][0] / vals["ref"][0], 1.0, "memory ours/base, later episode", at_most=True)
+    result = verdict(vals["ours"][0] / vals["ref"][0], 1.0, "memory ours/base, later episode", at_most=True)
     lines.append(f"  {'a later episode, above the memory allocated before it':60s} ours {vals['ours'][0] * mb:7.0f}   "
                  f"baseline {vals['ref'][0] * mb:7.0f}   ours/base {vals['ours'][0] / vals['ref'][0]:5.2f}  "
-                 f"target <= 1.00  {ok}")
+                 f"target <= 1.00  {result}")
     lines += ["", f"  (held between episodes, models included: ours {vals['ours'][1] * mb:.0f} MB, baseline "
               f"{vals['ref'][1] * mb:.0f} MB.) Method: torch.cuda.max_memory_allocated after",
               "  torch.cuda.reset_peak_memory_stats; tensors only (the CUDA context and cuDNN workspaces outside",

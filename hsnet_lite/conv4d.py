@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fast.folded_convs import KernelPacks, needs_autograd, onednn_available
-from .fast.strided_pivot import (ConstantOutside, StridedCenterPivot, from_pivot_images, pivot_images, support_images,
-                                 wide_contiguous)
+from .fast.strided_pivot import (ConstantOutside, StridedCenterPivot, constant_image, from_pivot_images, pivot_images,
+                                 support_images, wide_contiguous)
 from .fast.support_crop import CroppedCorrelation
 
 Int4 = tuple[int, int, int, int]
@@ -159,8 +159,10 @@ class CenterPivotConv4d(nn.Module):
 
     def forward(self, x: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
         """Eq. 8 on ``x`` (B, C, Ha, Wa, Hb, Wb). ``constant``, optional, says where ``x`` is one
-        value per channel (the first squeezing layer's output on a cropped window): a strided layer
-        trained on the CPU then runs the query conv once per image for the pivots there."""
+        value per channel (the first squeezing layer's output on a cropped window): the query conv
+        then runs once per image for all the pivots there (:meth:`_constant_pivots`, or
+        :class:`~hsnet_lite.fast.strided_pivot.StridedCenterPivot` for a strided layer trained on
+        the CPU)."""
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
         channels_last = is_channels_last_6d(x)
         xl = x.permute(0, 2, 3, 4, 5, 1)  # (B, Ha, Wa, Hb, Wb, C): a view when channels-last
@@ -177,7 +179,7 @@ class CenterPivotConv4d(nn.Module):
             out = StridedCenterPivot.apply(xl, self.query_conv.weight, self.support_conv.weight, bias,
                                            self.support_stride, padding, const, box)
         else:
-            q = self._query_branch(xl)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
+            q = self._query_branch(xl, constant)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
             out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
         out = out.permute(0, 5, 1, 2, 3, 4)
         return out if channels_last else out.contiguous()
@@ -231,7 +233,7 @@ class CenterPivotConv4d(nn.Module):
             y = y.contiguous(memory_format=torch.channels_last).add_(other)  # a no-op unless C or O is 1
         return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
 
-    def _query_branch(self, xl: torch.Tensor) -> torch.Tensor:
+    def _query_branch(self, xl: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
         """Eq. 7: a 2D conv over (Ha, Wa) at every strided support position (the pivots).
 
         Inference on the CPU reads the channels-last view with a dilated conv (no copy for a
@@ -243,14 +245,37 @@ class CenterPivotConv4d(nn.Module):
         the plain one (see :data:`DILATED_QUERY_DEVICES`). Training on the CPU uses
         :meth:`_query_branch_grouped` for a support stride of 1, and
         :class:`~hsnet_lite.fast.strided_pivot.StridedCenterPivot` (both branches, with its own
-        backward) for a larger one.
+        backward) for a larger one. Otherwise, given ``constant``, :meth:`_constant_pivots` runs it.
         """
         sh, sw = self.support_stride
         conv = self.query_conv
         training = torch.is_grad_enabled() and conv.weight.requires_grad
         if training and (sh, sw) == (1, 1) and xl.device.type == "cpu":
             return self._query_branch_grouped(xl)
-        return self._pivot_conv(xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl)
+        pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
+        if constant is None:
+            return self._pivot_conv(pivots)
+        return self._constant_pivots(pivots, constant, xl.shape[3:5])
+
+    def _constant_pivots(self, pivots: torch.Tensor, constant: ConstantOutside, size: tuple[int, int]) -> torch.Tensor:
+        """Eq. 7 at the pivots (B, Ha, Wa, P, Q, C) when ``constant`` says where the input is one
+        value per channel (the first squeezing layer's output outside its cropped block,
+        :mod:`hsnet_lite.fast.cropped_norm`): every pivot outside the box reads the same constant
+        (C, Ha, Wa) image, so the query conv runs once per image for all of them, and on the pivots
+        inside the box (at level 1 with the benchmark's object mask, 4 of the 16 pivots)."""
+        b, ha, wa, p, q, _ = pivots.shape
+        r0, r1, c0, c1 = constant.pivot_box(self.support_stride, size)
+        conv = self.query_conv
+        image = constant_image(constant.value, ha, wa)
+        if onednn_available(image) and not needs_autograd(image, conv.weight):
+            flat = self._packs.conv("query, constant", image, conv.weight, None, (1, 1), conv.padding)
+        else:
+            flat = F.conv2d(image, conv.weight, None, 1, conv.padding)
+        o = flat.shape[1]
+        out = flat.permute(0, 2, 3, 1).reshape(b, ha, wa, 1, 1, o).expand(b, ha, wa, p, q, o).contiguous()
+        if r1 > r0 and c1 > c0:
+            out[:, :, :, r0:r1, c0:c1] = self._pivot_conv(pivots[:, :, :, r0:r1, c0:c1])
+        return out
 
     def _pivot_conv(self, pivots: torch.Tensor) -> torch.Tensor:
         """The query conv at each given pivot: (B, Ha, Wa, P, Q, C) -> (B, Ha, Wa, P, Q, O)."""

@@ -113,6 +113,36 @@ def test_constant_pivots_give_the_layer_and_its_gradients(conf, size, box, froze
         assert torch.allclose(a, b, atol=1e-5 * max(1.0, b.abs().max().item()))
 
 
+@pytest.mark.parametrize("conf,size,box", CONSTANT_CASES)
+def test_constant_pivots_at_inference(conf, size, box, monkeypatch):
+    """At inference (oneDNN's packed convs on the CPU), a layer told where its input is constant
+    gives the plain layer's output, and its query conv reads only the pivots inside the box."""
+    cin, cout, k, s = conf
+    torch.manual_seed(0)
+    layer = CenterPivotConv4d(cin, cout, k, s).eval()
+    rows, cols = box
+    g = torch.Generator().manual_seed(1)
+    inner = torch.randn(2, cin, 6, 5, rows.stop - rows.start, cols.stop - cols.start, generator=g)
+    const = torch.randn(2, cin, generator=g)
+    x = with_constant(inner, const, size, rows, cols)
+    read = []
+    pivot_conv = CenterPivotConv4d._pivot_conv
+
+    def recorded(self, pivots):
+        read.append(pivots.shape[3:5])
+        return pivot_conv(self, pivots)
+    monkeypatch.setattr(CenterPivotConv4d, "_pivot_conv", recorded)
+    with torch.no_grad():
+        plain = layer(x)
+        told = layer(x, ConstantOutside(const, rows, cols))
+        told_again = layer(x, ConstantOutside(const, rows, cols))  # with the packed kernels kept
+    assert torch.allclose(told, plain, atol=1e-5 * plain.abs().max().item())
+    assert torch.equal(told_again, told)
+    r0, r1, c0, c1 = ConstantOutside(const, rows, cols).pivot_box(layer.support_stride, size)
+    box_read = [(r1 - r0, c1 - c0)] if r1 > r0 and c1 > c0 else []
+    assert read == [plain.shape[4:6]] + box_read * 2
+
+
 def test_gradcheck_with_constant_pivots_in_float64():
     torch.manual_seed(1)
     layer = CenterPivotConv4d(2, 3, 3, 2).double()

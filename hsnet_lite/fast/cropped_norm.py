@@ -78,20 +78,24 @@ def _group_mean(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, o // groups).mean(2).repeat_interleave(o // groups, dim=1)
 
 
-def _closed_form_stats(block: torch.Tensor, bias: torch.Tensor, geo: _CropGeometry) -> tuple[torch.Tensor, ...]:
+def _closed_form_stats(block: torch.Tensor, bias: torch.Tensor, geo: _CropGeometry,
+                       scratch: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Group statistics of the full first-layer output (the block, the bias everywhere else):
     per-channel mean and 1/std (B, O), and the number of constant values per channel, float64.
 
     Two-pass on the block (its mean, then squared deviations from it), merged with the constant
     region and across each group's channels by the parallel variance formula (Chan et al.):
-    a one-pass E[x^2] - E[x]^2 loses digits when the spread is small next to the mean.
+    a one-pass E[x^2] - E[x]^2 loses digits when the spread is small next to the mean. The squared
+    deviations are written to ``scratch`` (as many elements as ``block``; the caller's output
+    buffer, not yet filled, rather than a fresh tensor and its page faults).
     """
     b, ha, wa, nh, nw, o = block.shape
     n_block = ha * wa * nh * nw
     n_total = ha * wa * geo.size[0] * geo.size[1]  # values per channel and image
     n_const = n_total - n_block
     mean_b = _channel_sums(block) / n_block  # (B, O)
-    m2_b = _channel_sums((block - mean_b.to(block.dtype).view(b, 1, 1, 1, 1, o)).square_())
+    deviations = scratch.view(-1)[:block.numel()].view(block.shape)
+    m2_b = _channel_sums(torch.sub(block, mean_b.to(block.dtype).view(b, 1, 1, 1, 1, o), out=deviations).square_())
     delta = bias.double() - mean_b
     mean_c = mean_b + delta * (n_const / n_total)  # per-channel mean over the full output
     m2_c = m2_b + delta.square() * (n_block * n_const / n_total)
@@ -106,7 +110,7 @@ def _normalise_into(out: torch.Tensor, block: torch.Tensor, bias: torch.Tensor, 
     Returns the statistics (mean, rstd, n_const, float64) and the value of the constant region,
     (B, O) in ``out``'s dtype."""
     b, o = block.shape[0], block.shape[-1]
-    mean, rstd, n_const = _closed_form_stats(block, bias, geo)
+    mean, rstd, n_const = _closed_form_stats(block, bias, geo, scratch=out)
     scale64 = rstd * weight.double()
     shift64 = beta.double() - mean * scale64
     const = torch.addcmul(shift64, bias.double().expand(b, o), scale64)

@@ -30,9 +30,10 @@ def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor) -> list[tor
     return [f * resize_mask(mask, f.shape[-2:]).to(f.dtype) for f in feats]
 
 
-def l2_normalize(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Divide a (B, C, H, W) feature by its L2 norm over channels plus ``eps``."""
-    return feat / (feat.norm(p=2, dim=1, keepdim=True) + eps)
+def l2_normalize(feat: torch.Tensor, eps: float = EPS, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Divide a (B, C, H, W) feature by its L2 norm over channels plus ``eps`` (into ``out``, an
+    optional tensor of the same shape, possibly strided)."""
+    return torch.div(feat, feat.norm(p=2, dim=1, keepdim=True) + eps, out=out)
 
 
 def _cosine(query_n: torch.Tensor, support_n: torch.Tensor) -> torch.Tensor:
@@ -72,9 +73,10 @@ def hypercorrelation(
     Args:
         query_feats, support_feats: the L features of query and (masked) support, same order.
         feature_levels: pyramid level p of each of the L features.
-        normalized: set when the features were already passed through :func:`l2_normalize`
-            (lets a K-shot episode normalise the query once); with ``mask_support``, only the
-            query features.
+        normalized: set when the features were already passed through :func:`l2_normalize`;
+            with ``mask_support``, only the query features. Otherwise each query is normalised
+            once, however many supports it has (on the CPU straight into the buffer the
+            correlation reads).
         support_masks: the (B*K, H, W) masks the support features were multiplied with
             (:func:`mask_features`), if they were. A support position where the resized mask is
             0 has an all-zero feature, so its correlations are exactly 0: they are written as
@@ -109,13 +111,13 @@ def hypercorrelation(
     per_level: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for q, s, p in zip(query_feats, support_feats, feature_levels):
         if not normalized:
-            q = l2_normalize(q)
             s = s if mask_support else l2_normalize(s)
         per_level.setdefault(p, []).append((q, s))
     out = {}
     for p, pairs in sorted(per_level.items()):
         if torch.is_grad_enabled() and any(t.requires_grad for pair in pairs for t in pair):
             # autograd cannot differentiate through out=; stack (a copy) and keep the layout
+            pairs = pairs if normalized else [(l2_normalize(q), s) for q, s in pairs]
             stacked = torch.stack([cosine_correlation(q, s) for q, s in pairs], dim=-1)
             out[p] = stacked.permute(0, 5, 1, 2, 3, 4)
             continue
@@ -126,7 +128,7 @@ def hypercorrelation(
         window = None
         if keep is not None and crops and p in crops:
             window = support_crop.plan(keep.view(-1, *pairs[0][1].shape[-2:]), *crops[p])
-        corr = _stacked_correlation(pairs, keep, workspace, p, window, weights if lazy else None)
+        corr = _stacked_correlation(pairs, keep, workspace, p, window, weights if lazy else None, not normalized)
         if window is not None:
             out[p] = CroppedCorrelation(corr.permute(0, 5, 1, 2, 3, 4), *window, workspace=workspace)
         else:
@@ -181,7 +183,7 @@ def workspace_buffer(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dt
 def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], keep: torch.Tensor | None,
                          workspace: dict | None = None, key: object = None,
                          window: tuple[support_crop.Window, support_crop.Window] | None = None,
-                         mask_weights: torch.Tensor | None = None) -> torch.Tensor:
+                         mask_weights: torch.Tensor | None = None, raw_queries: bool = False) -> torch.Tensor:
     """The correlations of one level stacked as a (B*K, Ha, Wa, Hb, Wb, n) tensor, computed in place.
 
     ``keep``: (B*K, Hb*Wb) bool, False where the support feature is known to be zero in every
@@ -190,7 +192,9 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     without skipped columns, one batched matmul per layer. With ``window`` (rows, cols), only that
     window of the support dims is stored: (B*K, Ha, Wa, rows.length, cols.length, n).
     ``mask_weights``: (B*K, Hb*Wb) resized masks when the supports are raw: each support position
-    used is masked (Eq. 1) and normalised here.
+    used is masked (Eq. 1) and normalised here. ``raw_queries``: the query features are not yet
+    normalised; on the CPU each query is normalised straight into the image of its n layers that
+    the correlation reads (no normalised copy of the query features is made).
     """
     b, _, ha, wa = pairs[0][0].shape
     bk, _, hb, wb = pairs[0][1].shape
@@ -201,6 +205,7 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     if window is None and not any(sparse) and not (onednn_available(pairs[0][0]) and same_width):
         corr = None  # one batched matmul per layer, clamped straight into its slot
         for i, (q, s) in enumerate(pairs):
+            q = l2_normalize(q) if raw_queries else q
             if mask_weights is not None:
                 s = l2_normalize(s * mask_weights.view(bk, 1, hb, wb).to(s.dtype))
             cos = _cosine(q, s)
@@ -231,13 +236,27 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
             if qi not in queries:  # the query features of the n layers as one (1, n*C, Ha, Wa) image
                 nc = sum(q.shape[1] for q, _ in pairs)
                 image = workspace_buffer((1, ha, wa, nc), q0, q0.dtype, False, workspace, (key, "query", qi))
-                queries[qi] = torch.cat([q[qi : qi + 1] for q, _ in pairs], dim=1, out=image.permute(0, 3, 1, 2))
+                queries[qi] = _query_image([q[qi : qi + 1] for q, _ in pairs], image.permute(0, 3, 1, 2), raw_queries)
             cos = _relu_cosines(queries[qi], torch.cat(rows), n).transpose(1, 2)  # (Ha*Wa, k, n)
         else:  # layers of different widths (EfficientNet-Lite0): one call per layer
             qi = j * b // bk
-            cos = torch.stack([_relu_cosines(q[qi : qi + 1], r, 1)[:, 0] for (q, _), r in zip(pairs, rows)], dim=-1)
+            if qi not in queries:
+                queries[qi] = [l2_normalize(q[qi : qi + 1]) if raw_queries else q[qi : qi + 1] for q, _ in pairs]
+            cos = torch.stack([_relu_cosines(q, r, 1)[:, 0] for q, r in zip(queries[qi], rows)], dim=-1)
         if idx is None:
             corr[j].copy_(cos)
         else:
             corr[j].index_copy_(1, dest, cos)
     return corr.view(bk, ha, wa, hb, wb, n)
+
+
+def _query_image(queries: Sequence[torch.Tensor], image: torch.Tensor, raw: bool) -> torch.Tensor:
+    """The (1, C_i, Ha, Wa) query features of a level's layers written side by side into ``image``
+    (1, sum C_i, Ha, Wa), each divided by its L2 norm on the way when ``raw``."""
+    if not raw:
+        return torch.cat(list(queries), dim=1, out=image)
+    start = 0
+    for q in queries:
+        l2_normalize(q, out=image[:, start : start + q.shape[1]])
+        start += q.shape[1]
+    return image

@@ -18,7 +18,7 @@ from torch import nn
 
 from .backbones import FrozenBackbone, build_backbone, fast_format
 from .blocks import HSNetLearner
-from .correlation import hypercorrelation, l2_normalize
+from .correlation import hypercorrelation
 from .validation import check_episode, check_query_mask
 
 LAYER_CHOICES = ("all", "deep", "shallow")
@@ -97,15 +97,13 @@ class HSNet(nn.Module):
         """
         b = query_img.shape[0]
         feats = self.extract(torch.cat([query_img, support_imgs.flatten(0, 1)]))
-        query = [l2_normalize(f[:b]) for f in feats]
-        support = [f[b:] for f in feats]
         masks = support_masks.flatten(0, 1) if self.use_support_mask else None
-        if masks is None:
-            support = [l2_normalize(f) for f in support]
-        # with the masks, the support background's correlations (exact zeros) are not computed and
-        # Eq. 1 is applied where they are (mask_support)
-        return hypercorrelation(query, support, self.feature_levels, normalized=True, support_masks=masks,
-                                workspace=workspace, crops=crops, mask_support=masks is not None)
+        # raw features: each query is normalised once, on the CPU straight into the buffer the
+        # correlation reads; with the masks, the support background's correlations (exact zeros)
+        # are not computed and Eq. 1 is applied where they are (mask_support)
+        return hypercorrelation([f[:b] for f in feats], [f[b:] for f in feats], self.feature_levels,
+                                support_masks=masks, workspace=workspace, crops=crops,
+                                mask_support=masks is not None)
 
     def forward(
         self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor

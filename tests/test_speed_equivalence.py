@@ -241,6 +241,28 @@ def test_inplace_and_masked_correlation_equal_stacked_dense(b, k):
         assert all(c[-1].abs().sum() == 0 for c in hypercorrelation(query, masked, levels, support_masks=masks).values())
 
 
+@pytest.mark.parametrize("widths", [(8, 8, 8), (8, 16, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_raw_queries_are_normalised_into_the_correlation_buffer(widths, masked):
+    """Queries handed over raw (normalised once per query, into the image the correlation reads)
+    give exactly the correlation of queries normalised beforehand, with same-width layers
+    (one grouped conv per support) and layers of different widths (one call per layer)."""
+    levels, b, k = [1, 1, 1], 2, 2
+    g = torch.Generator().manual_seed(3)
+    query = [torch.randn(b, c, 10, 10, generator=g).contiguous(memory_format=torch.channels_last) for c in widths]
+    support = [torch.randn(b * k, c, 10, 10, generator=g).contiguous(memory_format=torch.channels_last)
+               for c in widths]
+    masks = blob_masks(b * k, 40) if masked else None
+    with torch.no_grad():
+        normalized_support = support if masked else [l2_normalize(f) for f in support]  # (masked: raw, by contract)
+        expected = hypercorrelation([l2_normalize(q) for q in query], normalized_support, levels, normalized=True,
+                                    support_masks=masks, mask_support=masked)[1]
+        for workspace in (None, {}):
+            got = hypercorrelation(query, support, levels, support_masks=masks, mask_support=masked,
+                                   workspace=workspace)[1]
+            assert torch.equal(got, expected)
+
+
 def test_correlation_keeps_autograd_when_features_require_grad():
     q = torch.randn(1, 4, 5, 5, requires_grad=True)
     s = torch.randn(1, 4, 5, 5)

@@ -16,7 +16,7 @@ import torch
 from ..conv4d import CenterPivotConv4d
 from ..correlation import workspace_buffer
 from .folded_convs import needs_autograd
-from .strided_pivot import ConstantOutside
+from .strided_pivot import ConstantOutside, outside_box
 from .support_crop import CroppedCorrelation
 
 if TYPE_CHECKING:
@@ -116,8 +116,10 @@ def _normalise_into(out: torch.Tensor, block: torch.Tensor, bias: torch.Tensor, 
     const = torch.addcmul(shift64, bias.double().expand(b, o), scale64)
     scale, shift = scale64.to(block.dtype), shift64.to(block.dtype)
     value = (const.relu() if geo.relu else const).to(out.dtype)
-    out.copy_(value.view(b, 1, 1, 1, 1, o).expand(out.shape))
-    region = out[:, :, :, geo.region[0], geo.region[1]]
+    rows, cols = geo.region
+    for piece in outside_box((rows.start, rows.stop, cols.start, cols.stop), geo.size):  # the constant region
+        out[:, :, :, piece[0], piece[1]] = value.view(b, 1, 1, 1, 1, o)
+    region = out[:, :, :, rows, cols]
     torch.addcmul(shift.view(b, 1, 1, 1, 1, o), block, scale.view(b, 1, 1, 1, 1, o), out=region)
     if geo.relu:
         region.relu_()

@@ -160,7 +160,7 @@ class CenterPivotConv4d(nn.Module):
     def forward(self, x: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
         """Eq. 8 on ``x`` (B, C, Ha, Wa, Hb, Wb). ``constant``, optional, says where ``x`` is one
         value per channel (the first squeezing layer's output on a cropped window): the query conv
-        then runs once per image for all the pivots there (:meth:`_constant_pivots`, or
+        then runs once per image for all the pivots there (:meth:`_constant_pivots` at inference,
         :class:`~hsnet_lite.fast.strided_pivot.StridedCenterPivot` for a strided layer trained on
         the CPU)."""
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
@@ -245,7 +245,7 @@ class CenterPivotConv4d(nn.Module):
         the plain one (see :data:`DILATED_QUERY_DEVICES`). Training on the CPU uses
         :meth:`_query_branch_grouped` for a support stride of 1, and
         :class:`~hsnet_lite.fast.strided_pivot.StridedCenterPivot` (both branches, with its own
-        backward) for a larger one. Otherwise, given ``constant``, :meth:`_constant_pivots` runs it.
+        backward) for a larger one. At inference, given ``constant``, :meth:`_constant_pivots` runs it.
         """
         sh, sw = self.support_stride
         conv = self.query_conv
@@ -253,21 +253,21 @@ class CenterPivotConv4d(nn.Module):
         if training and (sh, sw) == (1, 1) and xl.device.type == "cpu":
             return self._query_branch_grouped(xl)
         pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
-        if constant is None:
+        if constant is None or needs_autograd(pivots, conv.weight, constant.value):
             return self._pivot_conv(pivots)
         return self._constant_pivots(pivots, constant, xl.shape[3:5])
 
     def _constant_pivots(self, pivots: torch.Tensor, constant: ConstantOutside, size: tuple[int, int]) -> torch.Tensor:
-        """Eq. 7 at the pivots (B, Ha, Wa, P, Q, C) when ``constant`` says where the input is one
-        value per channel (the first squeezing layer's output outside its cropped block,
-        :mod:`hsnet_lite.fast.cropped_norm`): every pivot outside the box reads the same constant
-        (C, Ha, Wa) image, so the query conv runs once per image for all of them, and on the pivots
-        inside the box (at level 1 with the benchmark's object mask, 4 of the 16 pivots)."""
+        """Eq. 7 at the pivots (B, Ha, Wa, P, Q, C), at inference, when ``constant`` says where the
+        input is one value per channel (the first squeezing layer's output outside its cropped
+        block, :mod:`hsnet_lite.fast.cropped_norm`): every pivot outside the box reads the same
+        constant (C, Ha, Wa) image, so the query conv runs once per image for all of them, and on
+        the pivots inside the box (at level 1 with the benchmark's object mask, 4 of the 16)."""
         b, ha, wa, p, q, _ = pivots.shape
         r0, r1, c0, c1 = constant.pivot_box(self.support_stride, size)
         conv = self.query_conv
         image = constant_image(constant.value, ha, wa)
-        if onednn_available(image) and not needs_autograd(image, conv.weight):
+        if onednn_available(image):
             flat = self._packs.conv("query, constant", image, conv.weight, None, (1, 1), conv.padding)
         else:
             flat = F.conv2d(image, conv.weight, None, 1, conv.padding)

@@ -20,7 +20,7 @@ from torch import nn
 
 from .conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
 from .fast.cropped_norm import cropped_conv_norm
-from .fast.folded_convs import KernelPacks, needs_autograd, onednn_available
+from .fast.folded_convs import KernelPacks, needs_autograd
 from .fast.support_crop import CroppedCorrelation
 
 CHANNELS = (16, 64, 128)
@@ -161,12 +161,9 @@ class Decoder(nn.Module):
 
     def _conv(self, name: str, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         """Conv ``name`` (then a ReLU): at inference on the CPU, one oneDNN call with the kernel
-        packed once and the ReLU fused (:class:`~hsnet_lite.fast.folded_convs.KernelPacks`)."""
+        packed once and the ReLU fused (:meth:`~hsnet_lite.fast.folded_convs.KernelPacks.run`)."""
         m = getattr(self, name)
-        if onednn_available(x) and not needs_autograd(x, m.weight, m.bias):
-            return self._packs.conv(name, x, m.weight, m.bias, m.stride, m.padding, relu=relu)
-        y = m(x)
-        return F.relu(y) if relu else y
+        return self._packs.run(name, x, m.weight, m.bias, m.stride, m.padding, relu=relu)
 
 
 class HSNetLearner(nn.Module):

@@ -202,7 +202,6 @@ class CenterPivotConv4d(nn.Module):
         b, ha, wa, hb, wb, c = xl.shape
         o, (hb2, wb2) = self.out_channels, add.shape[3:5]
         conv = self.support_conv
-        fused = onednn_available(xl) and not needs_autograd(conv.weight, xl, add, bias)
         kh, kw = conv.kernel_size
         if hb * wb <= kh * kw:
             # The whole support slice is no larger than the kernel (the mixing blocks' 2x2): the
@@ -216,7 +215,8 @@ class CenterPivotConv4d(nn.Module):
             # faster than the matmul, forward and backward, and at inference adds ``add`` as a post-op
             image = xl.reshape(b, ha, wa, hb * wb * c).permute(0, 3, 1, 2)
             other = add.reshape(b, ha, wa, hb2 * wb2 * o).permute(0, 3, 1, 2)
-            if fused:  # only the packed matrix is kept, built when the weight has changed
+            if onednn_available(xl) and not needs_autograd(conv.weight, xl, add, bias):
+                # only the packed matrix is kept, built when the weight has changed
                 kernel = lambda: self._support_matrix(hb, wb, keep=False)[:, :, None, None]  # noqa: E731
                 y = self._packs.conv(("matrix", hb, wb), image, kernel, bias, add=other, source=conv.weight,
                                      into_add=True)
@@ -225,12 +225,8 @@ class CenterPivotConv4d(nn.Module):
             return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
         images = support_images(xl)
         other = add.reshape(b * ha * wa, hb2, wb2, o).permute(0, 3, 1, 2)
-        if fused:
-            y = self._packs.conv("support", images, conv.weight, bias, self.support_stride, conv.padding, add=other,
-                                 into_add=True)
-        else:
-            y = F.conv2d(images, conv.weight, bias, self.support_stride, conv.padding)
-            y = y.contiguous(memory_format=torch.channels_last).add_(other)  # a no-op unless C or O is 1
+        y = self._packs.run("support", images, conv.weight, bias, self.support_stride, conv.padding, add=other,
+                            into_add=True)
         return y.permute(0, 2, 3, 1).reshape(b, ha, wa, hb2, wb2, o)
 
     def _query_branch(self, xl: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
@@ -267,10 +263,7 @@ class CenterPivotConv4d(nn.Module):
         r0, r1, c0, c1 = constant.pivot_box(self.support_stride, size)
         conv = self.query_conv
         image = constant_image(constant.value, ha, wa)
-        if onednn_available(image):
-            flat = self._packs.conv("query, constant", image, conv.weight, None, (1, 1), conv.padding)
-        else:
-            flat = F.conv2d(image, conv.weight, None, 1, conv.padding)
+        flat = self._packs.run("query, constant", image, conv.weight, None, (1, 1), conv.padding)
         o = flat.shape[1]
         out = flat.permute(0, 2, 3, 1).reshape(b, ha, wa, 1, 1, o).expand(b, ha, wa, p, q, o).contiguous()
         if r1 > r0 and c1 > c0:
@@ -288,10 +281,7 @@ class CenterPivotConv4d(nn.Module):
         d = hb * wb
         images = wide_contiguous(pivots).view(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
         padding, dilation = (conv.padding[0], conv.padding[1] * d), (1, d)
-        if onednn_available(images) and not needs_autograd(images):
-            out = self._packs.conv("query", images, conv.weight, None, (1, 1), padding, dilation)
-        else:
-            out = F.conv2d(images, conv.weight, None, 1, padding, dilation)
+        out = self._packs.run("query", images, conv.weight, None, (1, 1), padding, dilation)
         return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)
 
     def forward_cropped(self, corr: CroppedCorrelation) -> torch.Tensor:
@@ -337,12 +327,8 @@ class CenterPivotConv4d(nn.Module):
         q = self._pivot_conv(pivots)
         images = support_images(xl)
         other = q.reshape(b * ha * wa, nh, nw, self.out_channels).permute(0, 3, 1, 2)
-        if onednn_available(xl) and not needs_autograd(conv.weight, xl, q, bias):
-            flat = self._packs.conv("support", images, conv.weight, bias, self.support_stride, (0, 0), add=other,
-                                    into_add=True)
-        else:
-            flat = F.conv2d(images, conv.weight, bias, self.support_stride)
-            flat = flat.contiguous(memory_format=torch.channels_last).add_(other)  # channels-last unless C or O is 1
+        flat = self._packs.run("support", images, conv.weight, bias, self.support_stride, (0, 0), add=other,
+                               into_add=True)
         return flat.permute(0, 2, 3, 1).reshape(b, ha, wa, nh, nw, self.out_channels), bias
 
     def _query_branch_grouped(self, xl: torch.Tensor) -> torch.Tensor:

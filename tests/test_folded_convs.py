@@ -148,6 +148,33 @@ def test_packed_kernels_follow_weight_changes_and_stay_out_of_copies(k, s, dims)
 
 
 @needs_onednn
+@pytest.mark.parametrize("relu,add", [(False, False), (True, False), (False, True), (True, True)])
+def test_kernel_packs_run_packs_at_inference_and_records_autograd_otherwise(relu, add):
+    """KernelPacks.run: without autograd, the packed oneDNN conv (``into_add`` writing over ``add``);
+    with a weight that needs its gradient, PyTorch's ops and a graph; the same values either way."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 11, 9, generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(8, 6, 3, 3, generator=g), torch.randn(8, generator=g)
+    expected = F.conv2d(x, w, b, 1, 1)
+    other = torch.randn_like(expected).contiguous(memory_format=torch.channels_last) if add else None
+    expected = expected + other if add else expected
+    expected = expected.relu() if relu else expected
+    packs = folded_convs.KernelPacks()
+    target = other.clone() if add else None
+    got = packs.run("conv", x, w, b, (1, 1), (1, 1), add=target, relu=relu, into_add=add)
+    assert len(packs.packs) == 1 and torch.allclose(got, expected, atol=1e-5)
+    if add:
+        assert got.data_ptr() == target.data_ptr()
+    trained = w.clone().requires_grad_()
+    y = packs.run("conv", x, trained, b, (1, 1), (1, 1), add=other, relu=relu, into_add=add)
+    assert y.requires_grad and torch.allclose(y, expected, atol=1e-5)
+    y.sum().backward()
+    assert trained.grad is not None and len(packs.packs) == 1
+    if add:
+        assert y.data_ptr() != other.data_ptr()
+
+
+@needs_onednn
 def test_kernel_packs_keep_only_the_last_shapes():
     layer = CenterPivotConv4d(4, 8, 3, 2)
     with torch.no_grad():

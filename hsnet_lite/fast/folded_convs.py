@@ -130,6 +130,17 @@ class KernelPacks:
         packed = self.get(name, weight, source, stride, padding, dilation, x.shape)
         return fused_conv(x, packed, bias, stride, padding, dilation, relu=relu, add=add, into_add=into_add)
 
+    def run(self, name: object, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            stride=(1, 1), padding=(0, 0), dilation=(1, 1), add: torch.Tensor | None = None,
+            relu: bool = False, into_add: bool = False) -> torch.Tensor:
+        """``relu(conv2d(x, weight, bias) + add)`` the fastest way it can run: through :meth:`conv`
+        where oneDNN can (:func:`onednn_available`, and no autograd to record), else with
+        PyTorch's own ops (:func:`plain_conv`). With ``into_add`` the oneDNN path writes the result
+        over ``add``; callers use the returned tensor either way."""
+        if onednn_available(x) and not needs_autograd(x, weight, bias, add):
+            return self.conv(name, x, weight, bias, stride, padding, dilation, add=add, relu=relu, into_add=into_add)
+        return plain_conv(x, weight, bias, stride, padding, dilation, relu=relu, add=add)
+
     def get(self, name: object, weight: Kernel, source: torch.Tensor, stride, padding, dilation,
             shape: Sequence[int]) -> torch.Tensor:
         """The packed ``weight`` (a kernel or a function making it) for inputs of ``shape``; the

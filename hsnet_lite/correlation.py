@@ -193,8 +193,8 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     window of the support dims is stored: (B*K, Ha, Wa, rows.length, cols.length, n).
     ``mask_weights``: (B*K, Hb*Wb) resized masks when the supports are raw: each support position
     used is masked (Eq. 1) and normalised here. ``raw_queries``: the query features are not yet
-    normalised; on the CPU each query is normalised straight into the image of its n layers that
-    the correlation reads (no normalised copy of the query features is made).
+    normalised; where the n layers are correlated as one image (CPU, same widths), each query is
+    normalised straight into that image (no normalised copy of the query features is made).
     """
     b, _, ha, wa = pairs[0][0].shape
     bk, _, hb, wb = pairs[0][1].shape
@@ -202,10 +202,12 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
     counts = keep.sum(dim=1).tolist() if keep is not None else [hb * wb] * bk
     sparse = [c <= SPARSE_MAX_FRACTION * hb * wb for c in counts]
     same_width = len({q.shape[1] for q, _ in pairs}) == 1
-    if window is None and not any(sparse) and not (onednn_available(pairs[0][0]) and same_width):
+    matmuls = window is None and not any(sparse) and not (onednn_available(pairs[0][0]) and same_width)
+    if raw_queries and (matmuls or not same_width):  # only the query image below normalises in place
+        pairs, raw_queries = [(l2_normalize(q), s) for q, s in pairs], False
+    if matmuls:
         corr = None  # one batched matmul per layer, clamped straight into its slot
         for i, (q, s) in enumerate(pairs):
-            q = l2_normalize(q) if raw_queries else q
             if mask_weights is not None:
                 s = l2_normalize(s * mask_weights.view(bk, 1, hb, wb).to(s.dtype))
             cos = _cosine(q, s)
@@ -240,9 +242,7 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
             cos = _relu_cosines(queries[qi], torch.cat(rows), n).transpose(1, 2)  # (Ha*Wa, k, n)
         else:  # layers of different widths (EfficientNet-Lite0): one call per layer
             qi = j * b // bk
-            if qi not in queries:
-                queries[qi] = [l2_normalize(q[qi : qi + 1]) if raw_queries else q[qi : qi + 1] for q, _ in pairs]
-            cos = torch.stack([_relu_cosines(q, r, 1)[:, 0] for q, r in zip(queries[qi], rows)], dim=-1)
+            cos = torch.stack([_relu_cosines(q[qi : qi + 1], r, 1)[:, 0] for (q, _), r in zip(pairs, rows)], dim=-1)
         if idx is None:
             corr[j].copy_(cos)
         else:

@@ -147,6 +147,53 @@ def _positions(feat: torch.Tensor) -> torch.Tensor:
     return feat.permute(1, 2, 0).reshape(-1, feat.shape[0])
 
 
+# On the CPU, the support positions correlated by one grouped conv are capped so that its
+# output stays under glibc's largest mmap threshold (32 MiB): larger outputs (a full mask at
+# level 1 gives 100 MB) are fresh pages on every call, about 20 ms of page faults per 100 MB
+# here. 24 MiB was the fastest cap measured (16 and 8 MiB chunks run the conv less efficiently).
+CHUNK_BYTES = 24 << 20
+
+
+def _support_kernel(supports: Sequence[torch.Tensor], positions: torch.Tensor | slice,
+                    mask: torch.Tensor | None) -> torch.Tensor:
+    """The given support positions of n layers of one width, stacked as the (n*N, C) kernel of
+    :func:`_relu_cosines`: ``supports`` are (C, Hb, Wb) features, ``positions`` the N positions
+    (indices or a slice). With ``mask`` (N, 1) each row is masked (Eq. 1) and L2-normalised. Every
+    layer's rows are gathered, masked and normalised in place in their slice of the kernel (no
+    per-layer temporaries, no concatenation), with the same arithmetic as on separate rows."""
+    first = _positions(supports[0])
+    count = len(range(first.shape[0])[positions]) if isinstance(positions, slice) else positions.numel()
+    kernel = first.new_empty(len(supports) * count, first.shape[1])
+    for i, feat in enumerate(supports):
+        rows, dest = _positions(feat), kernel[i * count : (i + 1) * count]
+        if isinstance(positions, slice):
+            dest.copy_(rows[positions])
+        else:
+            torch.index_select(rows, 0, positions, out=dest)
+        if mask is not None:
+            l2_normalize(dest.mul_(mask.to(dest.dtype)), out=dest)
+    return kernel
+
+
+def _write_cosines(corr: torch.Tensor, query: torch.Tensor, supports: Sequence[torch.Tensor],
+                   idx: torch.Tensor | None, dest: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+    """ReLU(cosine) of the query image (1, n*C, Ha, Wa) with one support's n layers (C, Hb, Wb)
+    written into ``corr`` (Ha*Wa, positions, n): at every position (``idx`` None), or at the
+    kept positions ``idx`` into the columns ``dest``. ``mask`` (N, 1): Eq. 1's weights of the
+    positions used. On the CPU, one grouped conv per chunk of positions (:data:`CHUNK_BYTES`)."""
+    n, hw = len(supports), corr.shape[0]
+    count = supports[0].shape[1] * supports[0].shape[2] if idx is None else idx.numel()
+    step = max(1, CHUNK_BYTES // (hw * n * corr.element_size())) if corr.device.type == "cpu" else count
+    for start in range(0, count, step):
+        part = slice(start, min(start + step, count))
+        kernel = _support_kernel(supports, part if idx is None else idx[part], None if mask is None else mask[part])
+        cos = _relu_cosines(query, kernel, n).transpose(1, 2)  # (Ha*Wa, chunk, n)
+        if idx is None:
+            corr[:, part].copy_(cos)
+        else:
+            corr.index_copy_(1, dest[part], cos)
+
+
 def _relu_cosines(query: torch.Tensor, support_rows: torch.Tensor, groups: int) -> torch.Tensor:
     """ReLU(cosine) of every query position with a few support positions, in ``groups`` layers at once.
 
@@ -228,21 +275,23 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
             idx, dest = support_crop.crop_positions(idx, pairs[0][1].shape[-1], *window)
         if idx is not None and not idx.numel():
             continue  # an empty mask: all zeros
-        rows = [_positions(s[j]) for _, s in pairs]  # (Hb*Wb, C) each
-        rows = [r if idx is None else r.index_select(0, idx) for r in rows]
+        m = None
         if mask_weights is not None:  # Eq. 1 and the normalisation, on the rows used only
             m = (mask_weights[j] if idx is None else mask_weights[j, idx]).unsqueeze(1)
-            rows = [l2_normalize(r * m.to(r.dtype)) for r in rows]  # (N, C): channels on dim 1, as for images
+        qi = j * b // bk
         if same_width:
-            qi = j * b // bk
             if qi not in queries:  # the query features of the n layers as one (1, n*C, Ha, Wa) image
                 nc = sum(q.shape[1] for q, _ in pairs)
                 image = workspace_buffer((1, ha, wa, nc), q0, q0.dtype, False, workspace, (key, "query", qi))
                 queries[qi] = _query_image([q[qi : qi + 1] for q, _ in pairs], image.permute(0, 3, 1, 2), raw_queries)
-            cos = _relu_cosines(queries[qi], torch.cat(rows), n).transpose(1, 2)  # (Ha*Wa, k, n)
-        else:  # layers of different widths (EfficientNet-Lite0): one call per layer
-            qi = j * b // bk
-            cos = torch.stack([_relu_cosines(q[qi : qi + 1], r, 1)[:, 0] for (q, _), r in zip(pairs, rows)], dim=-1)
+            _write_cosines(corr[j], queries[qi], [s[j] for _, s in pairs], idx, dest, m)
+            continue
+        # layers of different widths (EfficientNet-Lite0): one call per layer
+        rows = [_positions(s[j]) for _, s in pairs]  # (Hb*Wb, C) each
+        rows = [r if idx is None else r.index_select(0, idx) for r in rows]
+        if m is not None:
+            rows = [l2_normalize(r * m.to(r.dtype)) for r in rows]  # (N, C): channels on dim 1, as for images
+        cos = torch.stack([_relu_cosines(q[qi : qi + 1], r, 1)[:, 0] for (q, _), r in zip(pairs, rows)], dim=-1)
         if idx is None:
             corr[j].copy_(cos)
         else:

@@ -526,3 +526,36 @@ def test_query_branch_grouped_conv_matches_gathered_pivots_with_gradients(suppor
     got = torch.autograd.grad((grouped * g).sum(), [xl, cp.query_conv.weight])
     want = torch.autograd.grad((gathered * g).sum(), [xl, cp.query_conv.weight])
     assert all(torch.allclose(a, w, atol=1e-4) for a, w in zip(got, want))
+
+
+@pytest.mark.parametrize("case", ["dense", "masked", "full mask", "window"])
+def test_correlation_in_chunks_of_support_positions_is_exact(case, monkeypatch):
+    """The grouped conv that correlates one support runs on chunks of its positions when its output
+    would pass CHUNK_BYTES (fresh pages otherwise): every chunking gives exactly the one-call result,
+    at every position (no mask), at the kept ones (a mask), and on a cropped support window."""
+    from hsnet_lite import correlation
+    from hsnet_lite.fast.support_crop import CroppedCorrelation
+
+    g = torch.Generator().manual_seed(5)
+    b, k, levels, n = 1, 2, [1, 1, 1], 20
+    query = [torch.randn(b, 8, n, n, generator=g).contiguous(memory_format=torch.channels_last) for _ in levels]
+    support = [torch.randn(b * k, 8, n, n, generator=g).contiguous(memory_format=torch.channels_last)
+               for _ in levels]
+    corner = torch.zeros(b * k, 4 * n, 4 * n)
+    corner[:, 8:40, 12:44] = 1  # an object in one part of the support: a cropped window
+    masks = {"dense": None, "masked": blob_masks(b * k, 4 * n), "full mask": torch.ones(b * k, 4 * n, 4 * n),
+             "window": corner}[case]
+    crops = {1: ((5, 5), (4, 4))} if case == "window" else None
+
+    def correlate():
+        corr = hypercorrelation(query, support, levels, support_masks=masks, mask_support=masks is not None,
+                                crops=crops)[1]
+        assert isinstance(corr, CroppedCorrelation) == (case == "window")
+        return corr.to_full() if case == "window" else corr
+
+    with torch.no_grad():
+        whole = correlate()
+        per_position = n * n * len(levels) * whole.element_size()  # the conv output of one support position
+        for positions in (1, 7, 90):
+            monkeypatch.setattr(correlation, "CHUNK_BYTES", positions * per_position)
+            assert torch.equal(correlate(), whole), positions

@@ -157,10 +157,11 @@ CHUNK_BYTES = 24 << 20
 def _support_kernel(supports: Sequence[torch.Tensor], positions: torch.Tensor | slice,
                     mask: torch.Tensor | None) -> torch.Tensor:
     """The given support positions of n layers of one width, stacked as the (n*N, C) kernel of
-    :func:`_relu_cosines`: ``supports`` are (C, Hb, Wb) features, ``positions`` the N positions
-    (indices or a slice). With ``mask`` (N, 1) each row is masked (Eq. 1) and L2-normalised. Every
-    layer's rows are gathered, masked and normalised in place in their slice of the kernel (no
-    per-layer temporaries, no concatenation), with the same arithmetic as on separate rows."""
+    :func:`_relu_cosines` (one layer: its (N, C) rows): ``supports`` are (C, Hb, Wb) features,
+    ``positions`` the N positions (indices or a slice). With ``mask`` (N, 1) each row is masked
+    (Eq. 1) and L2-normalised (channels on dim 1, as for images). Every layer's rows are
+    gathered, masked and normalised in place in their slice of the kernel (no per-layer
+    temporaries, no concatenation), with the same arithmetic as on separate rows."""
     first = _positions(supports[0])
     count = len(range(first.shape[0])[positions]) if isinstance(positions, slice) else positions.numel()
     kernel = first.new_empty(len(supports) * count, first.shape[1])
@@ -287,10 +288,7 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
             _write_cosines(corr[j], queries[qi], [s[j] for _, s in pairs], idx, dest, m)
             continue
         # layers of different widths (EfficientNet-Lite0): one call per layer
-        rows = [_positions(s[j]) for _, s in pairs]  # (Hb*Wb, C) each
-        rows = [r if idx is None else r.index_select(0, idx) for r in rows]
-        if m is not None:
-            rows = [l2_normalize(r * m.to(r.dtype)) for r in rows]  # (N, C): channels on dim 1, as for images
+        rows = [_support_kernel([s[j]], slice(None) if idx is None else idx, m) for _, s in pairs]  # (N, C) each
         cos = torch.stack([_relu_cosines(q[qi : qi + 1], r, 1)[:, 0] for (q, _), r in zip(pairs, rows)], dim=-1)
         if idx is None:
             corr[j].copy_(cos)

@@ -1,14 +1,17 @@
 """The interactive hypercorrelation explorer of notebook 03 (ipywidgets).
 
-Pick a query position with two sliders and a layer (one C_l, main paper Eq. 2) or a pyramid
-level (the mean of its stacked layers, Eq. 3), and see that query position's correlation over
-the whole support image. For the stereo pair the ground-truth disparity marks the true match,
-so the distance from the correlation peak to it measures what each layer "finds".
+Pick a query position -- click it on the query image, or move two sliders -- and a layer (one
+C_l, main paper Eq. 2) or a pyramid level (the mean of its stacked layers, Eq. 3), and see that
+query position's correlation over the whole support image. For the stereo pair the ground-truth
+disparity marks the true match, so the distance from the correlation peak to it measures what
+each layer "finds".
 
 All computation lives in plain functions (:func:`view_options`, :func:`correlation_at`,
-:func:`render_view`), so tests call them without a browser; the widget only wires sliders to
-them. The picture is an ``ipywidgets.Image`` (PNG bytes): it updates in place in JupyterLab
-and its value can be compared in tests.
+:func:`render_view`, :func:`point_at`), so tests call them without a browser; the widget only
+wires the controls to them. The picture is an ``ipywidgets.Image`` (PNG bytes): it updates in
+place in JupyterLab and its value can be compared in tests. Clicks on it arrive through
+``ipyevents``, which reports them in the PNG's own pixels (whatever size the browser shows it
+at); without ``ipyevents`` the sliders alone remain.
 """
 from __future__ import annotations
 
@@ -94,8 +97,20 @@ def describe(source: ExplorerSource, view: View, y: int, x: int) -> dict[str, An
     return {"map": cmap, "peak": peak, "match": match, "error": error, "max": float(cmap.max())}
 
 
-def render_view(source: ExplorerSource, view: View, y: int, x: int, dpi: int = 80) -> bytes:
-    """PNG bytes: the query with its point, and the correlation over the support image."""
+@dataclass(frozen=True)
+class Picture:
+    """A rendered view: the PNG, and where the query image's pixels lie in it.
+
+    ``query_box`` = (left, top, right, bottom): the outer edges of the query image's pixels,
+    in PNG pixels from the picture's top-left corner (what :func:`point_at` maps back).
+    """
+
+    png: bytes
+    query_box: tuple[float, float, float, float]
+
+
+def render_picture(source: ExplorerSource, view: View, y: int, x: int, dpi: int = 80) -> Picture:
+    """The query with its point and the correlation over the support image, as a :class:`Picture`."""
     info = describe(source, view, y, x)
     fig = Figure(figsize=(9.0, 3.4), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -117,7 +132,33 @@ def render_view(source: ExplorerSource, view: View, y: int, x: int, dpi: int = 8
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return Picture(buf.getvalue(), _image_box(ax_q, source.query.shape[:2]))
+
+
+def _image_box(ax, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The outer pixel edges of an ``imshow`` of ``size`` (H, W) in ``ax``, as (left, top, right,
+    bottom) PNG pixels; valid once the figure is drawn (savefig draws it: aspect applied)."""
+    h, w = size
+    (left, bottom), (right, top) = ax.transData.transform([(-0.5, h - 0.5), (w - 0.5, -0.5)])
+    height = ax.figure.bbox.height  # display y grows upwards, PNG rows downwards
+    return float(left), float(height - top), float(right), float(height - bottom)
+
+
+def render_view(source: ExplorerSource, view: View, y: int, x: int, dpi: int = 80) -> bytes:
+    """PNG bytes: the query with its point, and the correlation over the support image."""
+    return render_picture(source, view, y, x, dpi).png
+
+
+def point_at(picture: Picture, size: tuple[int, int], px: float, py: float) -> tuple[int, int] | None:
+    """The query pixel (y, x) under PNG pixel (px, py) of ``picture`` (query image of ``size``
+    (H, W)), or None when (px, py) lies outside the query image (on the support, a title, ...)."""
+    left, top, right, bottom = picture.query_box
+    if not (left <= px < right and top <= py < bottom):
+        return None
+    h, w = size
+    y = min(int((py - top) / (bottom - top) * h), h - 1)
+    x = min(int((px - left) / (right - left) * w), w - 1)
+    return y, x
 
 
 def readout(source: ExplorerSource, view: View, y: int, x: int) -> str:
@@ -136,7 +177,9 @@ class CorrelationExplorerWidget:
     """Sliders (query y, x), a source and a view dropdown, the picture and a readout.
 
     Setting any control's ``value`` from code runs :meth:`update`, exactly as a learner's
-    drag in the browser does. ``updates`` counts the redraws.
+    drag in the browser does. A click on the query image moves the point there
+    (:meth:`click`, called by ``ipyevents`` in the browser or directly by code); ``clicks`` is
+    None where ``ipyevents`` is not installed. ``updates`` counts the redraws.
     """
 
     sources: list[ExplorerSource]
@@ -165,6 +208,8 @@ class CorrelationExplorerWidget:
         self.x_slider = w.IntSlider(value=x, min=0, max=wd - 1, description="query x", continuous_update=False,
                                     layout=layout, style=style)
         self.image = w.Image(format="png", layout=w.Layout(width="720px"))
+        self.picture: Picture | None = None
+        self.clicks = _click_events(self.image, self._on_click)
         self.text = w.HTML()
         for control in (self.view_dd, self.y_slider, self.x_slider):
             control.observe(self.update, names="value")
@@ -206,12 +251,43 @@ class CorrelationExplorerWidget:
         if self._hold:
             return
         y, x, view = self.y_slider.value, self.x_slider.value, self.view_dd.value
-        self.image.value = render_view(self.source, view, y, x)
+        self.picture = render_picture(self.source, view, y, x)
+        self.image.value = self.picture.png
         self.text.value = f"<code>{readout(self.source, view, y, x)}</code>"
         self.updates += 1
 
+    def click(self, px: float, py: float) -> tuple[int, int] | None:
+        """A click at PNG pixel (px, py) of the picture: on the query image, the point moves
+        there (one redraw) and is returned; elsewhere nothing changes and None is returned."""
+        point = point_at(self.picture, self.source.size, px, py)
+        if point is None or point == (self.y_slider.value, self.x_slider.value):
+            return point
+        self._hold = True  # move both sliders, then redraw once
+        try:
+            self.y_slider.value, self.x_slider.value = point
+        finally:
+            self._hold = False
+        self.update()
+        return point
+
+    def _on_click(self, event: dict) -> None:
+        """ipyevents' handler: ``dataX``/``dataY`` are the click in the PNG's own pixels."""
+        if "dataX" in event and "dataY" in event:
+            self.click(event["dataX"], event["dataY"])
+
     def _repr_mimebundle_(self, **kwargs):
         return self.ui._repr_mimebundle_(**kwargs)
+
+
+def _click_events(image, handler):
+    """Send clicks on ``image`` to ``handler`` with ipyevents; None where it is not installed."""
+    try:
+        from ipyevents import Event
+    except ImportError:
+        return None
+    events = Event(source=image, watched_events=["click"])
+    events.on_dom_event(handler)
+    return events
 
 
 def stereo_source(backbone: FrozenBackbone, size: tuple[int, int] = (192, 288)) -> ExplorerSource:

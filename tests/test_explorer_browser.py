@@ -3,7 +3,8 @@
 Starts JupyterLab on 127.0.0.1 (free port, random token) in a temporary folder holding the
 cells of ``notebooks/03_hypercorrelation.ipynb`` tagged ``explorer`` (set-up, backbone,
 explorer), runs them in the browser, moves the "query x" slider and checks that the picture
-changes. The widget's screenshot is saved as ``figures/explorer_browser.png``.
+changes, then clicks on the query image and checks that both sliders move to the pixel clicked
+(through ipyevents). The widget's screenshot is saved as ``figures/explorer_browser.png``.
 
 Skipped, with the reason, where Chromium or the Playwright package is missing
 (``make setup`` installs both when it can).
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from hsnet_lite.teaching import figures_dir
+from hsnet_lite.widgets import ExplorerSource, point_at, render_picture
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_hypercorrelation.ipynb"
@@ -150,8 +152,39 @@ def test_explorer_slider_changes_picture_in_browser(lab):
             shot_after = area.screenshot()
             area.screenshot(path=str(figures_dir() / SCREENSHOT_NAME))
             text_after = html.inner_text()
+
+            # a click on the query image, a quarter of the way across the picture and halfway down
+            src_slid = image.get_attribute("src")
+            box = image.bounding_box()
+            image.click(position={"x": box["width"] / 4, "y": box["height"] / 2})
+            page.wait_for_function(
+                "before => document.querySelector('.widget-image').src !== before", arg=src_slid, timeout=30_000)
+            page.wait_for_timeout(500)
+            clicked = tuple(int(page.locator(f".widget-slider:has-text('{name}') .widget-readout").first.inner_text())
+                            for name in ("query y", "query x"))
+            png_width = page.evaluate("document.querySelector('.widget-image').naturalWidth")
         finally:
             browser.close()
     assert value_before != "150"
     assert shot_before != shot_after
     assert text_before != text_after and text_after.startswith("stereo pair")
+    scale = png_width / box["width"]  # ipyevents reports the click in the PNG's own pixels
+    expected = point_at(stereo_like_picture(), STEREO_SIZE, box["width"] / 4 * scale, box["height"] / 2 * scale)
+    assert expected is not None and clicked != (100, 150)
+    assert abs(clicked[0] - expected[0]) <= 2 and abs(clicked[1] - expected[1]) <= 2, (clicked, expected)
+
+
+STEREO_SIZE = (192, 288)  # the stereo pair's size in notebook 03 (stereo_source's default)
+
+
+def stereo_like_picture():
+    """A picture laid out as the notebook's stereo view: same image size, so the same query box."""
+    import numpy as np
+    import torch
+
+    from hsnet_lite.explore import CorrelationExplorer
+
+    corr = torch.rand(12, 18, 12, 18, generator=torch.Generator().manual_seed(0))
+    img = np.zeros((*STEREO_SIZE, 3), np.uint8)
+    source = ExplorerSource("stereo pair", CorrelationExplorer([corr], [1], STEREO_SIZE), img, img)
+    return render_picture(source, ("layer", 0), 100, 150)

@@ -6,7 +6,7 @@ import torch
 
 from hsnet_lite.explore import CorrelationExplorer
 from hsnet_lite.widgets import (CorrelationExplorerWidget, ExplorerSource, correlation_at, describe, episode_source,
-                                readout, render_view, true_match, view_options)
+                                point_at, readout, render_picture, render_view, true_match, view_options)
 
 pytest.importorskip("ipywidgets")
 
@@ -85,6 +85,88 @@ def test_switching_source_rescales_point_and_redraws_once():
     assert (widget.y_slider.value, widget.x_slider.value) == (32, 48)
     assert widget.view_dd.value == ("level", 2)
     assert widget.state()["source"] == "big"
+
+
+def block_source(size=(32, 48), block=8):
+    """A fake source whose query is a grid of 8x8-pixel blocks, each of its own colour."""
+    src = fake_source(size=size)
+    rows, cols = size[0] // block, size[1] // block
+    colours = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1) * [60, 40] + [20, 20]
+    query = np.zeros((*size, 3), np.uint8)
+    query[..., :2] = colours.repeat(block, 0).repeat(block, 1)
+    query[..., 2] = 200
+    return ExplorerSource(src.name, src.explorer, query, src.support, disparity=src.disparity)
+
+
+def test_point_at_maps_the_picture_back_to_the_query_pixel_drawn_there():
+    from PIL import Image
+    import io
+
+    src, block = block_source(), 8
+    pic = render_picture(src, ("layer", 0), 31, 47)  # the point's marker in the bottom-right block
+    png = np.asarray(Image.open(io.BytesIO(pic.png)).convert("RGB")).astype(int)
+    left, top, right, bottom = pic.query_box
+    assert 0 < left < right < png.shape[1] / 2 and 0 < top < bottom < png.shape[0]
+    checked = 0
+    for y in range(block // 2, 32, block):
+        for x in range(block // 2, 48, block):
+            if y > 20 and x > 36:
+                continue  # under the marker
+            px = left + (x + 0.5) / 48 * (right - left)
+            py = top + (y + 0.5) / 32 * (bottom - top)
+            assert point_at(pic, (32, 48), px, py) == (y, x)
+            assert np.abs(png[int(py), int(px)] - src.query[y, x]).max() <= 2  # that pixel shows query[y, x]
+            checked += 1
+    assert checked == 23
+    # the box's edges are the image's edges (drawn over by the axes' 1-pixel frame), to 2 pixels
+    (l, t, r, b), ym, xm = (round(v) for v in pic.query_box), round((top + bottom) / 2), round((left + right) / 4)
+    for outside in (png[ym, l - 2], png[ym, r + 2], png[t - 2, xm], png[b + 2, xm]):
+        assert outside.tolist() == [255, 255, 255]
+    for inside, (y, x) in [(png[ym, l + 2], (16, 0)), (png[ym, r - 2], (16, 47)),
+                           (png[t + 2, xm], (0, 12)), (png[b - 2, xm], (31, 12))]:
+        assert np.abs(inside - src.query[y, x]).max() <= 2
+    assert point_at(pic, (32, 48), left + 0.01, top + 0.01) == (0, 0)
+    assert point_at(pic, (32, 48), right - 0.01, bottom - 0.01) == (31, 47)
+    for px, py in [(left - 1, top + 5), (right + 1, top + 5), (left + 5, top - 1), (left + 5, bottom),
+                   (png.shape[1] * 0.75, png.shape[0] / 2)]:  # beside the query, and on the support image
+        assert point_at(pic, (32, 48), px, py) is None
+
+
+def test_a_click_on_the_query_image_moves_the_point_and_redraws_once():
+    widget = CorrelationExplorerWidget([block_source()], view=("layer", 0), point=(5, 5))
+    left, top, right, bottom = widget.picture.query_box
+    first, before = widget.image.value, widget.updates
+    px, py = left + (40 + 0.5) / 48 * (right - left), top + (20 + 0.5) / 32 * (bottom - top)
+    assert widget.click(px, py) == (20, 40)
+    assert (widget.y_slider.value, widget.x_slider.value) == (20, 40) and widget.updates == before + 1
+    assert widget.image.value != first and widget.image.value == render_view(widget.source, ("layer", 0), 20, 40)
+    assert torch.equal(widget.state()["map"], widget.source.explorer.layer_map(0, 20, 40))
+    assert widget.click(px, py) == (20, 40) and widget.updates == before + 1  # same point: no redraw
+    assert widget.click(right + 50, (top + bottom) / 2) is None  # on the support image: nothing moves
+    assert (widget.y_slider.value, widget.x_slider.value) == (20, 40) and widget.updates == before + 1
+
+
+def test_ipyevents_clicks_reach_the_widget():
+    pytest.importorskip("ipyevents")
+    widget = CorrelationExplorerWidget([block_source()], view=("layer", 0), point=(5, 5))
+    assert widget.clicks is not None and widget.clicks.source is widget.image
+    assert "click" in widget.clicks.watched_events
+    left, top, right, bottom = widget.picture.query_box
+    event = {"type": "click", "dataX": left + (10 + 0.5) / 48 * (right - left), "dataY": top + (30 + 0.5) / 32 * (bottom - top)}
+    widget.clicks._handle_mouse_msg(None, event, [])  # what a click in the browser delivers
+    assert (widget.y_slider.value, widget.x_slider.value) == (30, 10)
+    widget.clicks._handle_mouse_msg(None, {"type": "click", "relativeX": 3}, [])  # no image coordinates
+    assert (widget.y_slider.value, widget.x_slider.value) == (30, 10)
+
+
+def test_without_ipyevents_the_sliders_remain(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ipyevents", None)  # import ipyevents now raises ImportError
+    widget = CorrelationExplorerWidget([block_source()], view=("layer", 0), point=(5, 5))
+    assert widget.clicks is None
+    widget.x_slider.value = 40
+    assert widget.state()["x"] == 40 and widget.updates == 2
 
 
 def test_episode_source_masks_the_support():

@@ -142,14 +142,15 @@ def machine() -> str:
         pass
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     wait = os.environ.get("OMP_WAIT_POLICY", "default")
+    tunables = os.environ.get("GLIBC_TUNABLES")  # e.g. fixed malloc thresholds: no fresh pages for either network
     if DEVICE.type == "cuda":
         props = torch.cuda.get_device_properties(DEVICE)
         return (f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA "
                 f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; fp32 with TF32 off; "
                 f"host CPU {model}, {os.cpu_count()} cores; load average {load}")
     return (f"CPU {model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}, OMP_WAIT_POLICY {wait}), "
-            f"fp32; load average {load}")
+            f"threads (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}, OMP_WAIT_POLICY {wait}"
+            f"{f', GLIBC_TUNABLES {tunables}' if tunables else ''}), fp32; load average {load}")
 
 
 @dataclass(frozen=True)

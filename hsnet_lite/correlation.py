@@ -188,11 +188,17 @@ def _write_cosines(corr: torch.Tensor, query: torch.Tensor, supports: Sequence[t
     for start in range(0, count, step):
         part = slice(start, min(start + step, count))
         kernel = _support_kernel(supports, part if idx is None else idx[part], None if mask is None else mask[part])
-        cos = _relu_cosines(query, kernel, n).transpose(1, 2)  # (Ha*Wa, chunk, n)
-        if idx is None:
-            corr[:, part].copy_(cos)
-        else:
-            corr.index_copy_(1, dest[part], cos)
+        _store(corr, _relu_cosines(query, kernel, n).transpose(1, 2), part, dest)  # (Ha*Wa, chunk, n)
+
+
+def _store(corr: torch.Tensor, cos: torch.Tensor, part: slice, dest: torch.Tensor | None) -> None:
+    """Write ``cos`` (Ha*Wa, k, n), the positions ``part`` of those correlated, into ``corr``
+    (Ha*Wa, positions, n): into its columns ``part`` when every position is stored (``dest``
+    None), else into the columns ``dest[part]``."""
+    if dest is None:
+        corr[:, part].copy_(cos)
+    else:
+        corr.index_copy_(1, dest[part], cos)
 
 
 def _relu_cosines(query: torch.Tensor, support_rows: torch.Tensor, groups: int) -> torch.Tensor:
@@ -290,10 +296,7 @@ def _stacked_correlation(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], kee
         # layers of different widths (EfficientNet-Lite0): one call per layer
         rows = [_support_kernel([s[j]], slice(None) if idx is None else idx, m) for _, s in pairs]  # (N, C) each
         cos = torch.stack([_relu_cosines(q[qi : qi + 1], r, 1)[:, 0] for (q, _), r in zip(pairs, rows)], dim=-1)
-        if idx is None:
-            corr[j].copy_(cos)
-        else:
-            corr[j].index_copy_(1, dest, cos)
+        _store(corr[j], cos, slice(None), dest)
     return corr.view(bk, ha, wa, hb, wb, n)
 
 

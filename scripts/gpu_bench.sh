@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# GPU timings of hsnet-lite against the authors'-style baseline (README "Performance" section).
+# GPU checks and timings of hsnet-lite against the authors'-style baseline (README "Performance").
 # Usage: OUT=results/gpu bash scripts/gpu_bench.sh   (needs a CUDA GPU; no install: runs from the checkout)
+# Ordered by importance, each step under its own time limit, so that a run cut short keeps the first ones.
 set -u
 OUT=${OUT:-results/gpu}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } > "$OUT/gpu_machine.txt" 2>&1
+step() {  # step SECONDS FILE COMMAND...: run COMMAND into $OUT/FILE, noting a failure or a time-out there
+    local limit=$1 file=$2; shift 2
+    timeout "$limit" "$@" > "$OUT/$file" 2>&1 || echo "[$* ended with $?]" >> "$OUT/$file"
+    echo "$file done (${SECONDS}s)"
+}
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; git log -1 --format='commit %h' 2>/dev/null
+  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } > "$OUT/gpu_machine.txt" 2>&1
 # 1. ResNet101, the paper's efficiency backbone: 1-shot episode, training step, 5-shot, memory
-timeout 120 $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections 1shot,train,5shot,memory \
-    > "$OUT/bench_resnet101.txt" 2>&1 || echo "resnet101 run ended with $?" >> "$OUT/bench_resnet101.txt"
-# 2. ResNet50 (the CPU benchmark's backbone) with the center-pivot layers
-timeout 120 $PY -m hsnet_lite.bench --device cuda --backbone resnet50 --sections layers,1shot,train,5shot,memory \
-    > "$OUT/bench_resnet50.txt" 2>&1 || echo "resnet50 run ended with $?" >> "$OUT/bench_resnet50.txt"
-# 3. optional modes on ResNet101: TF32, bf16 autocast, torch.compile of the learner (without and with CUDA graphs)
-timeout 240 $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes tf32,bf16,compile \
-    > "$OUT/bench_resnet101_modes.txt" 2>&1 || echo "modes run ended with $?" >> "$OUT/bench_resnet101_modes.txt"
-timeout 180 $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes cudagraphs \
-    > "$OUT/bench_resnet101_cudagraphs.txt" 2>&1 || echo "cudagraphs run ended with $?" >> "$OUT/bench_resnet101_cudagraphs.txt"
+step 120 bench_resnet101.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections 1shot,train,5shot,memory
+# 2. the tests that take the `device` fixture, on CUDA (CI has no GPU and skips them)
+step 120 device_tests.txt $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_metrics.py tests/test_training_viz.py -k cuda
+# 3. ResNet50 (the CPU benchmark's backbone) with the center-pivot layers
+step 120 bench_resnet50.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet50 --sections layers,1shot,train,5shot,memory
+# 4. where a training step's time goes (torch.profiler), ours against the baseline
+step 90 train_step_profile_resnet101.txt $PY scripts/gpu_train_profile.py cuda resnet101
+# 5. optional modes on ResNet101: TF32, bf16 autocast, torch.compile of the learner (without and with CUDA graphs)
+step 240 bench_resnet101_modes.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes tf32,bf16,compile,cudagraphs

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from .checkpoints import load_official_checkpoint, our_key_to_official
 from .conv4d import CenterPivotConv4d, Conv4d, to_channels_last_6d
+from .cuda_graphs import CapturedHSNet
 from .model import HSNet
 from .reference import ReferenceCPConv4d, ReferenceHSNet
 from .trainer import make_optimizer
@@ -551,11 +552,13 @@ def bench_modes(ours: HSNet, modes: list[str], repeats: int, quick: bool) -> Ite
         elif mode == "cudagraphs":
             if DEVICE.type != "cuda":
                 continue  # CUDA graphs replay recorded GPU work: GPU only
-            fast = copy.deepcopy(ours).compile_learner(mode="reduce-overhead")
+            graphs: dict[int, CapturedHSNet] = {}
 
-            def forward(e, mask=False, fast=fast):
-                return fast.predict_mask(*e) if mask else fast(*e)
-            label = "torch.compile of the learner with CUDA graphs, fp32: model.compile_learner(mode='reduce-overhead')"
+            def forward(e, mask=False, graphs=graphs):
+                graph = graphs.get(id(e)) or graphs.setdefault(id(e), CapturedHSNet(ours, *e))
+                return graph.predict_mask(*e) if mask else graph(*e)
+            label = ("the whole episode (backbone, correlation, learner) replayed as one CUDA graph, fp32: "
+                     "hsnet_lite.cuda_graphs.CapturedHSNet(model, *episode)")
         elif mode == "tf32":
             if DEVICE.type != "cuda":
                 continue  # TF32 is a GPU (Ampere and later) matmul / convolution mode

@@ -48,6 +48,17 @@ def kshot_vote(votes: torch.Tensor) -> torch.Tensor:
     return (total / top >= 0.5).long()
 
 
+def mask_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) 0/1 mask from :meth:`HSNet.forward`'s logits: the argmax for 1-shot (B, 2, H, W),
+    :func:`kshot_vote` of each support's argmax for K-shot (B, K, 2, H, W)."""
+    dim = 1 if logits.dim() == 4 else 2
+    if logits.shape[dim] == 2:  # argmax of two classes (ties -> 0, like argmax), without a slow reduction
+        labels = (logits.select(dim, 1) > logits.select(dim, 0)).long()
+    else:
+        labels = logits.argmax(dim=dim)
+    return labels if dim == 1 else kshot_vote(labels)
+
+
 class HSNet(nn.Module):
     """Hypercorrelation Squeeze Network.
 
@@ -118,10 +129,20 @@ class HSNet(nn.Module):
             (combine them with :meth:`predict_mask`).
         """
         support_imgs, support_masks = check_episode(query_img, support_imgs, support_masks)
-        b, k = support_imgs.shape[:2]
         # a compiled learner would recompile for every new support window: it gets dense tensors
         crops = None if self.__dict__.get("_learner_compiled") else self.learner.support_windows()
-        hypercorr = self.hypercorrelation(query_img, support_imgs, support_masks, self._workspace(), crops=crops)
+        return self.checked_forward(query_img, support_imgs, support_masks, self._workspace(), crops)
+
+    def checked_forward(
+        self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor,
+        workspace: dict | None = None, crops: dict | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` on inputs already checked by :func:`~hsnet_lite.validation.check_episode`
+        (supports (B, K, 3, H, W), float masks (B, K, H, W)); no host synchronisation on a GPU,
+        so that :class:`~hsnet_lite.cuda_graphs.CapturedHSNet` can record it as a CUDA graph.
+        ``workspace``, ``crops``: see :func:`hsnet_lite.correlation.hypercorrelation`."""
+        b, k = support_imgs.shape[:2]
+        hypercorr = self.hypercorrelation(query_img, support_imgs, support_masks, workspace, crops=crops)
         logits = self.learner(hypercorr)
         logits = F.interpolate(logits, size=query_img.shape[-2:], mode="bilinear", align_corners=True)
         logits = logits.contiguous()  # the learner works channels-last; hand back the standard layout
@@ -148,13 +169,7 @@ class HSNet(nn.Module):
         self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor
     ) -> torch.Tensor:
         """(B, H, W) 0/1 query mask: argmax for 1-shot, :func:`kshot_vote` for K-shot."""
-        logits = self(query_img, support_imgs, support_masks)
-        dim = 1 if logits.dim() == 4 else 2
-        if logits.shape[dim] == 2:  # argmax of two classes (ties -> 0, like argmax), without a slow reduction
-            labels = (logits.select(dim, 1) > logits.select(dim, 0)).long()
-        else:
-            labels = logits.argmax(dim=dim)
-        return labels if dim == 1 else kshot_vote(labels)
+        return mask_from_logits(self(query_img, support_imgs, support_masks))
 
     def compile_learner(self, **compile_kwargs) -> "HSNet":
         """Optional speed mode: compile the learner in place with ``torch.compile``.

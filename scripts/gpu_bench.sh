@@ -17,10 +17,12 @@ step() {  # step SECONDS FILE COMMAND...: run COMMAND into $OUT/FILE, noting a f
 # 1. ResNet101, the paper's efficiency backbone: 1-shot episode, training step, 5-shot, memory
 step 120 bench_resnet101.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections 1shot,train,5shot,memory
 # 2. the tests that take the `device` fixture, on CUDA (CI has no GPU and skips them)
-step 120 device_tests.txt $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_metrics.py tests/test_training_viz.py -k cuda
+step 120 device_tests.txt $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_metrics.py tests/test_training_viz.py tests/test_cuda_graphs.py -k "cuda or graph"
 # 3. ResNet50 (the CPU benchmark's backbone) with the center-pivot layers
 step 120 bench_resnet50.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet50 --sections layers,1shot,train,5shot,memory
 # 4. where a training step's time goes (torch.profiler), ours against the baseline
 step 90 train_step_profile_resnet101.txt $PY scripts/gpu_train_profile.py cuda resnet101
-# 5. optional modes on ResNet101: TF32, bf16 autocast, torch.compile of the learner (without and with CUDA graphs)
-step 240 bench_resnet101_modes.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes tf32,bf16,compile,cudagraphs
+# 5. each stage's GPU time (replayed as CUDA graphs), fp32 and TF32
+step 90 stage_times_resnet101.txt $PY scripts/gpu_stage_times.py resnet101
+# 6. optional modes on ResNet101: TF32, bf16 autocast, the episode as one CUDA graph, torch.compile of the learner
+step 240 bench_resnet101_modes.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections modes --modes tf32,bf16,cudagraphs,compile

@@ -12,7 +12,8 @@ A graph is recorded for one set of input shapes (batch, K, image size) and for t
 model has then: calls with other shapes, or after the weights changed, raise an error instead
 of replaying the old recording. The kernels are those chosen while recording: with TF32 enabled
 then (``torch.backends.cudnn.allow_tf32``), the replays run TF32 too. Inference only (no
-autograd graph is recorded).
+autograd graph is recorded). Each recording keeps its own GPU memory for the intermediates of
+the pass (about one eager episode's peak) until it is deleted.
 """
 from __future__ import annotations
 

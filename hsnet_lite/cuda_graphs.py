@@ -17,12 +17,15 @@ the pass (about one eager episode's peak) until it is deleted.
 """
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
 
 from .model import HSNet, mask_from_logits
 from .validation import check_episode
 
 INPUT_NAMES = ("query_img", "support_imgs", "support_masks")
+T = TypeVar("T")
 
 
 def input_signature(inputs: tuple[torch.Tensor, ...]) -> tuple[tuple, ...]:
@@ -45,6 +48,22 @@ def weights_fingerprint(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
     ``load_state_dict`` or ``.to()`` changes it (the graph would replay the old weights)."""
     tensors = list(model.parameters()) + list(model.buffers())
     return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+def record_graph(fn: Callable[[], T], device: torch.device, warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, T]:
+    """Run ``fn`` ``warmup`` times on a side stream (cuDNN picks its algorithms, one-time caches
+    are filled, as ``torch.cuda.graph`` requires), then record one call of it as a CUDA graph.
+    Returns the graph and that call's output: the buffers every replay rewrites."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 class CapturedHSNet:
@@ -77,15 +96,8 @@ class CapturedHSNet:
         self.signature = input_signature(inputs)
         self.fingerprint = weights_fingerprint(model)
         self.inputs = tuple(t.clone() for t in inputs)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.no_grad(), torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                self._record_body()
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
-            self.logits, self.mask = self._record_body()
+        with torch.no_grad():
+            self.graph, (self.logits, self.mask) = record_graph(self._record_body, device, warmup)
 
     @staticmethod
     def _checked(query_img, support_imgs, support_masks) -> tuple[torch.Tensor, ...]:

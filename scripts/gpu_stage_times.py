@@ -19,6 +19,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without an install
 from hsnet_lite import bench  # noqa: E402
 from hsnet_lite.correlation import hypercorrelation  # noqa: E402
+from hsnet_lite.cuda_graphs import record_graph  # noqa: E402
 from hsnet_lite.validation import check_episode  # noqa: E402
 
 CALLS = int(os.environ.get("STAGE_CALLS", "20"))  # calls per timing; STAGE_CALLS=1 tries the script out quickly
@@ -37,15 +38,7 @@ def graph_ms(fn) -> float:
     """Mean GPU time of ``fn`` replayed as a CUDA graph (NaN off a GPU)."""
     if bench.DEVICE.type != "cuda":
         return float("nan")
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    graph, _ = record_graph(fn, bench.DEVICE)
     for _ in range(3):
         graph.replay()
     begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -66,13 +59,15 @@ def stages(model, k: int) -> dict:
     images = torch.cat([q, s.flatten(0, 1)])
     masks = m.flatten(0, 1)
     feats = model.extract(images)
-    corr = hypercorrelation([f[:b] for f in feats], [f[b:] for f in feats], model.feature_levels,
-                            support_masks=masks, mask_support=True)
+
+    def correlate():
+        return hypercorrelation([f[:b] for f in feats], [f[b:] for f in feats], model.feature_levels,
+                                support_masks=masks, mask_support=True)
+    corr = correlate()
     low = model.learner(corr)
     return {
         f"backbone ({1 + k} images)": lambda: model.extract(images),
-        "hypercorrelation": lambda: hypercorrelation([f[:b] for f in feats], [f[b:] for f in feats],
-                                                     model.feature_levels, support_masks=masks, mask_support=True),
+        "hypercorrelation": correlate,
         "learner (4D convs, norms, decoder)": lambda: model.learner(corr),
         "upsampling to 400x400": lambda: F.interpolate(low, size=q.shape[-2:], mode="bilinear",
                                                        align_corners=True).contiguous(),

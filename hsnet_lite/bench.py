@@ -241,6 +241,41 @@ def _one_shot_args(ep):
     return q, s[:, 0], m[:, 0]
 
 
+@dataclass
+class LayerCase:
+    """One squeezing / mixing layer of section 1 with a random input: the layer, its input ``x``
+    (B, C, Ha, Wa, Hb, Wb) and ``xc`` (the same, channels-last 6D, what the learner hands it),
+    and the inputs of its two bare convs laid out for them: the support slices ``xs`` (B*Ha*Wa,
+    C, Hb, Wb) and the pivots' query images ``xq`` (B*P*Q, C, Ha, Wa), NCHW and channels-last."""
+
+    layer: CenterPivotConv4d
+    x: torch.Tensor
+    xc: torch.Tensor
+    bare: dict[str, torch.Tensor]
+
+    @staticmethod
+    def build(cin: int, cout: int, k: int, s: int, dims: tuple[int, int, int, int]) -> "LayerCase":
+        torch.manual_seed(0)
+        cp = CenterPivotConv4d(cin, cout, k, s).to(DEVICE)
+        x = torch.rand(1, cin, *dims, device=DEVICE)
+        ha, wa, hb, wb = dims
+        xs = x.permute(0, 2, 3, 1, 4, 5).reshape(-1, cin, hb, wb).contiguous()
+        xq = x[..., ::s, ::s].permute(0, 4, 5, 1, 2, 3).reshape(-1, cin, ha, wa).contiguous()
+        cl = torch.channels_last
+        bare = {"s": xs, "q": xq, "s_cl": xs.contiguous(memory_format=cl), "q_cl": xq.contiguous(memory_format=cl)}
+        return LayerCase(cp, x, to_channels_last_6d(x), bare)
+
+    def bare_calls(self) -> dict[str, Callable[[], object]]:
+        """The support conv on ``xs`` and the query conv on ``xq``, in both layouts."""
+        conv = {"s": self.layer.support_conv, "q": self.layer.query_conv}
+        return {name: (lambda c=conv[name[0]], t=t: c(t)) for name, t in self.bare.items()}
+
+    @staticmethod
+    def bare_time(t: dict[str, Timing]) -> float:
+        """The two bare convs' time, each in its faster layout."""
+        return min(t["s"].median, t["s_cl"].median) + min(t["q"].median, t["q_cl"].median)
+
+
 # ----------------------------------------------------------------------------- sections
 
 
@@ -268,24 +303,14 @@ def bench_layers(repeats: int, quick: bool) -> list[str]:
         for name, cin, cout, k, s, dims in HSNET_LAYERS:
             if quick and name not in QUICK_LAYERS:
                 continue
-            torch.manual_seed(0)
-            cp = CenterPivotConv4d(cin, cout, k, s).to(DEVICE)
+            case = LayerCase.build(cin, cout, k, s, dims)
+            cp, x, xc = case.layer, case.x, case.xc
             ref = ReferenceCPConv4d(cin, cout, k, s).to(DEVICE)
             ref.conv1.load_state_dict(cp.query_conv.state_dict())
             ref.conv2.load_state_dict(cp.support_conv.state_dict())
-            x = torch.rand(1, cin, *dims, device=DEVICE)
-            xc = to_channels_last_6d(x)
-            ha, wa, hb, wb = dims
-            xs = x.permute(0, 2, 3, 1, 4, 5).reshape(-1, cin, hb, wb).contiguous()
-            xq = x[..., ::s, ::s].permute(0, 4, 5, 1, 2, 3).reshape(-1, cin, ha, wa).contiguous()
-            xs_cl, xq_cl = (t.contiguous(memory_format=torch.channels_last) for t in (xs, xq))
-            sc, qc = cp.support_conv, cp.query_conv
             diff = (cp(xc) - ref(x)).abs().max().item()
-            t = interleaved({
-                "ours": lambda: cp(xc), "ref": lambda: ref(x),
-                "s": lambda: sc(xs), "q": lambda: qc(xq), "s_cl": lambda: sc(xs_cl), "q_cl": lambda: qc(xq_cl),
-            }, repeats, 0.02)
-            bare = min(t["s"].median, t["s_cl"].median) + min(t["q"].median, t["q_cl"].median)
+            t = interleaved({"ours": lambda: cp(xc), "ref": lambda: ref(x), **case.bare_calls()}, repeats, 0.02)
+            bare = case.bare_time(t)
             ours_t, ref_t = t["ours"].median, t["ref"].median
             n = 3 if name.startswith("mix") else 1
             tot["ours"] += n * ours_t

@@ -278,8 +278,16 @@ class CenterPivotConv4d(nn.Module):
         if training or pivots.device.type not in DILATED_QUERY_DEVICES:
             out = F.conv2d(pivot_images(pivots), conv.weight, None, 1, conv.padding)
             return from_pivot_images(out, b, hb, wb)
+        return self.dilated_pivot_conv(wide_contiguous(pivots))
+
+    def dilated_pivot_conv(self, pivots: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 at inference on the CPU, on pivots already gathered into a contiguous
+        (B, Ha, Wa, P, Q, C) tensor: that tensor read in place as B channels-last (C, Ha, Wa*P*Q)
+        images, convolved with a dilation of P*Q along the second axis. -> (B, Ha, Wa, P, Q, O)."""
+        conv = self.query_conv
+        b, ha, wa, hb, wb, c = pivots.shape
         d = hb * wb
-        images = wide_contiguous(pivots).view(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*Hb*Wb)
+        images = pivots.view(b, ha, wa * d, c).permute(0, 3, 1, 2)  # (B, C, Ha, Wa*P*Q)
         padding, dilation = (conv.padding[0], conv.padding[1] * d), (1, d)
         out = self._packs.run("query", images, conv.weight, None, (1, 1), padding, dilation)
         return out.permute(0, 2, 3, 1).reshape(b, ha, wa, hb, wb, self.out_channels)

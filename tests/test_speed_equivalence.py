@@ -471,6 +471,30 @@ def test_bench_helpers_and_layer_section_smoke(monkeypatch):
     assert len(rows) == 3 and all(r.rstrip().endswith(("PASS", "MISS")) for r in rows)
 
 
+@torch.no_grad()
+def test_bench_bare_inputs_are_the_layers_two_convs_and_given_pivots_match():
+    """Section 1's bare inputs are what the layer convolves: the support conv on ``xs`` plus the
+    query conv on ``xq``, put back in place, give the layer's output; and the layer's convs on
+    pivots gathered beforehand (scripts/first_layer_parts.py) give it bit for bit."""
+    from hsnet_lite import bench
+    from hsnet_lite.fast.strided_pivot import wide_contiguous
+
+    b, ha, wa, hb, wb, s = 1, 5, 6, 9, 7, 2
+    case = bench.LayerCase.build(3, 4, 3, s, (ha, wa, hb, wb))
+    cp, xc = case.layer, case.xc
+    want = cp(xc).permute(0, 2, 3, 4, 5, 1)  # (B, Ha, Wa, P, Q, O)
+    calls = case.bare_calls()
+    p, q = -(-hb // s), -(-wb // s)
+    sup = calls["s"]().permute(0, 2, 3, 1).reshape(b, ha, wa, p, q, 4)
+    qry = calls["q_cl"]().permute(0, 2, 3, 1).reshape(b, p, q, ha, wa, 4).permute(0, 3, 4, 1, 2, 5)
+    torch.testing.assert_close(sup + qry, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(calls["s_cl"](), calls["s"](), atol=1e-5, rtol=1e-5)
+    xl = xc.permute(0, 2, 3, 4, 5, 1)
+    pivots = wide_contiguous(xl[:, :, :, ::s, ::s])
+    bias = cp.query_conv.bias + cp.support_conv.bias
+    assert torch.equal(cp._support_branch(xl, bias, cp.dilated_pivot_conv(pivots)), want)
+
+
 def test_bench_rounds_summarise_every_row(monkeypatch, capsys):
     from hsnet_lite import bench
 

@@ -1,0 +1,74 @@
+"""Where the first squeezing layers of each level lose to their bare convs (issue #6, section 1).
+
+``python scripts/first_layer_parts.py [--rounds N] [--repeats R]`` times, interleaved, for f3, f2
+and f1 layer 1 (ResNet50, 400x400, batch 1, inference, fp32, CPU):
+
+* ``ours``: the layer on the channels-last 6D tensor, as in ``python -m hsnet_lite.bench``;
+* ``gather``: its pivot gather alone (x[:, :, :, ::s, ::s] into a contiguous tensor);
+* ``given``: the layer's two convs on pivots gathered beforehand (the query conv read as a
+  dilated conv, the support conv adding into its output), the bias sum included;
+* the bare convs: support slices and pivot images, each in NCHW and channels-last, laid out
+  beforehand as in the bench's ``bare``.
+
+It prints the times, ``ours / bare`` and ``given / bare`` (the bench's target: at most 1.15). The
+two results are checked equal (bit for bit). Run it with ``OMP_WAIT_POLICY=PASSIVE``; with
+``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296``
+no call meets fresh pages. Output of 2026-11-27: ``results/first_layer_parts.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from hsnet_lite.bench import HSNET_LAYERS, LayerCase, interleaved, machine
+from hsnet_lite.fast.strided_pivot import wide_contiguous
+
+FIRST_LAYERS = [row for row in HSNET_LAYERS if row[0].endswith("layer 1")]
+
+
+def given_pivots(case: LayerCase, pivots: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 at inference with the pivots already gathered: (B, Ha, Wa, P, Q, O)."""
+    cp = case.layer
+    xl = case.xc.permute(0, 2, 3, 4, 5, 1)
+    bias = cp.query_conv.bias + cp.support_conv.bias
+    return cp._support_branch(xl, bias, cp.dilated_pivot_conv(pivots))
+
+
+def one_round(repeats: int) -> list[str]:
+    lines = []
+    for name, cin, cout, k, s, dims in FIRST_LAYERS:
+        case = LayerCase.build(cin, cout, k, s, dims)
+        cp, xc = case.layer, case.xc
+        strided = xc.permute(0, 2, 3, 4, 5, 1)[:, :, :, ::s, ::s]
+        pivots = wide_contiguous(strided)
+        if not torch.equal(given_pivots(case, pivots), cp(xc).permute(0, 2, 3, 4, 5, 1)):
+            raise AssertionError(f"{name}: the layer on given pivots differs from the layer")
+        t = interleaved({"ours": lambda: cp(xc), "gather": lambda: wide_contiguous(strided),
+                         "given": lambda: given_pivots(case, pivots), **case.bare_calls()}, repeats, 0.02)
+        bare = case.bare_time(t)
+        ms = {key: v.median * 1e3 for key, v in t.items()}
+        lines.append(f"  {name:11s} ours {ms['ours']:6.2f}  gather {ms['gather']:5.2f}  given {ms['given']:6.2f}  "
+                     f"bare {bare * 1e3:6.2f} (s {ms['s']:.2f}, s_cl {ms['s_cl']:.2f}, q {ms['q']:.2f}, "
+                     f"q_cl {ms['q_cl']:.2f})  ours/bare {ms['ours'] / (bare * 1e3):.2f}  "
+                     f"given/bare {ms['given'] / (bare * 1e3):.2f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved runs per measurement")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    print(machine())
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')} GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')}")
+    print("first squeezing layers, ms (medians of interleaved runs)")
+    for r in range(args.rounds):
+        print(f"round {r + 1}")
+        print("\n".join(one_round(args.repeats)))
+
+
+if __name__ == "__main__":
+    main()

@@ -74,7 +74,7 @@ class GroupNorm4d(nn.GroupNorm):
         Not used in training: differentiated by autograd these lines launch about 36 small
         kernels per layer, and a GPU training step is bound by the host launching kernels, so
         PyTorch's group norm (one kernel forward, two backward) makes the step faster (an A/B on
-        an H100, README "Performance").
+        an H100, docs/performance.md).
         """
         b, c, *dims = x.shape
         g = self.num_groups

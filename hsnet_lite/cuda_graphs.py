@@ -2,7 +2,7 @@
 
 At the paper's sizes (400x400, batch 1) a GPU runs HSNet's kernels faster than Python can
 launch them: on an H100 a ResNet101 episode takes about as long as the host needs to issue its
-several hundred kernels (README "Performance"). A CUDA graph records every kernel of one
+several hundred kernels (docs/performance.md). A CUDA graph records every kernel of one
 forward pass once (``torch.cuda.graph``) and replays them all with one launch; each call copies
 its inputs into the recorded input buffers first. The model's own forward pass is recorded
 (:meth:`~hsnet_lite.model.HSNet.checked_forward`, the same kernels), so the logits equal the

@@ -71,7 +71,7 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
 
     On a GPU it is PyTorch's fused Adam, one fused operation per step: the default multi-tensor
     Adam issues many more, and a GPU training step of HSNet is bound by the host launching
-    kernels (about 11% of a ResNet101 step on an H100, README "Performance"). Elsewhere
+    kernels (about 11% of a ResNet101 step on an H100, docs/performance.md). Elsewhere
     PyTorch's default.
     """
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks and timings of hsnet-lite against the authors'-style baseline (README "Performance").
+# GPU checks and timings of hsnet-lite against the authors'-style baseline (docs/performance.md).
 # Usage: OUT=results/gpu bash scripts/gpu_bench.sh   (needs a CUDA GPU; no install: runs from the checkout)
 # Ordered by importance, each step under its own time limit, so that a run cut short keeps the first ones.
 set -u

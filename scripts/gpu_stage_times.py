@@ -1,4 +1,4 @@
-"""Where a GPU episode's time goes, stage by stage (README "Performance").
+"""Where a GPU episode's time goes, stage by stage (docs/performance.md).
 
 Usage: python scripts/gpu_stage_times.py [resnet101|resnet50]   (on a CUDA GPU; on a CPU it
 only times the eager stages, to try the script out)

@@ -1,4 +1,4 @@
-"""Where a training step's time goes, ours vs the authors'-style baseline (README "Performance").
+"""Where a training step's time goes, ours vs the authors'-style baseline (docs/performance.md).
 
 Usage: python scripts/gpu_train_profile.py [cuda|cpu] [resnet101|resnet50]
 Times (medians of 15) the whole step (batch 2, 1-shot, frozen backbone, same weights), the

@@ -15,5 +15,5 @@ equivalence test against the plain computation:
   layers in training (``tests/test_strided_pivot.py``), and the pivots' gather copied in wide
   units (``tests/test_folded_convs.py``).
 
-README "Performance" gives what each one saves.
+docs/performance.md gives what each one saves.
 """

@@ -245,8 +245,9 @@ def _one_shot_args(ep):
 class LayerCase:
     """One squeezing / mixing layer of section 1 with a random input: the layer, its input ``x``
     (B, C, Ha, Wa, Hb, Wb) and ``xc`` (the same, channels-last 6D, what the learner hands it),
-    and the inputs of its two bare convs laid out for them: the support slices ``xs`` (B*Ha*Wa,
-    C, Hb, Wb) and the pivots' query images ``xq`` (B*P*Q, C, Ha, Wa), NCHW and channels-last."""
+    and in ``bare`` the inputs of its two bare convs, laid out for them: the support slices
+    (B*Ha*Wa, C, Hb, Wb) under ``"s"`` and the pivots' query images (B*P*Q, C, Ha, Wa) under
+    ``"q"``, NCHW, and both channels-last under ``"s_cl"`` and ``"q_cl"``."""
 
     layer: CenterPivotConv4d
     x: torch.Tensor
@@ -255,6 +256,7 @@ class LayerCase:
 
     @staticmethod
     def build(cin: int, cout: int, k: int, s: int, dims: tuple[int, int, int, int]) -> "LayerCase":
+        """A CP conv ``cin -> cout``, kernel ``k``, support stride ``s`` (seed 0) on a (1, cin, *dims) input."""
         torch.manual_seed(0)
         cp = CenterPivotConv4d(cin, cout, k, s).to(DEVICE)
         x = torch.rand(1, cin, *dims, device=DEVICE)

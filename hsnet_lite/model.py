@@ -59,6 +59,12 @@ def mask_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return labels if dim == 1 else kshot_vote(labels)
 
 
+def episode_images(query_img: torch.Tensor, support_imgs: torch.Tensor) -> torch.Tensor:
+    """The B queries (B, 3, H, W) and their B*K supports (B, K, 3, H, W) as one backbone batch,
+    queries first: each query goes through the backbone once however large K is."""
+    return torch.cat([query_img, support_imgs.flatten(0, 1)])
+
+
 class HSNet(nn.Module):
     """Hypercorrelation Squeeze Network.
 
@@ -106,8 +112,16 @@ class HSNet(nn.Module):
         ``workspace``, ``crops``: see :func:`hsnet_lite.correlation.hypercorrelation` (used by
         :meth:`forward`).
         """
-        b = query_img.shape[0]
-        feats = self.extract(torch.cat([query_img, support_imgs.flatten(0, 1)]))
+        feats = self.extract(episode_images(query_img, support_imgs))
+        return self.correlate(feats, query_img.shape[0], support_masks, workspace, crops)
+
+    @torch.no_grad()
+    def correlate(
+        self, feats: list[torch.Tensor], b: int, support_masks: torch.Tensor,
+        workspace: dict | None = None, crops: dict | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """The hypercorrelation from the backbone features of :func:`episode_images` (the first
+        ``b`` of the batch are the queries) and the (B, K, H, W) support masks."""
         masks = support_masks.flatten(0, 1) if self.use_support_mask else None
         # raw features: each query is normalised once, on the CPU straight into the buffer the
         # correlation reads; with the masks, the support background's correlations (exact zeros)

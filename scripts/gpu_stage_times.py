@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without an install
 from hsnet_lite import bench  # noqa: E402
-from hsnet_lite.correlation import hypercorrelation  # noqa: E402
 from hsnet_lite.cuda_graphs import record_graph  # noqa: E402
+from hsnet_lite.model import episode_images  # noqa: E402
 from hsnet_lite.validation import check_episode  # noqa: E402
 
 CALLS = int(os.environ.get("STAGE_CALLS", "20"))  # calls per timing; STAGE_CALLS=1 tries the script out quickly
@@ -55,14 +55,9 @@ def stages(model, k: int) -> dict:
     """The stages of :meth:`HSNet.checked_forward` on one episode with K supports, as callables."""
     q, s, m = bench.episode(k, seed=3)
     s, m = check_episode(q, s, m)
-    b = q.shape[0]
-    images = torch.cat([q, s.flatten(0, 1)])
-    masks = m.flatten(0, 1)
+    images = episode_images(q, s)
     feats = model.extract(images)
-
-    def correlate():
-        return hypercorrelation([f[:b] for f in feats], [f[b:] for f in feats], model.feature_levels,
-                                support_masks=masks, mask_support=True)
+    correlate = lambda: model.correlate(feats, q.shape[0], m)  # noqa: E731
     corr = correlate()
     low = model.learner(corr)
     return {

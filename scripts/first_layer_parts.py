@@ -28,25 +28,17 @@ from hsnet_lite.fast.strided_pivot import wide_contiguous
 FIRST_LAYERS = [row for row in HSNET_LAYERS if row[0].endswith("layer 1")]
 
 
-def given_pivots(case: LayerCase, pivots: torch.Tensor) -> torch.Tensor:
-    """Eq. 8 at inference with the pivots already gathered: (B, Ha, Wa, P, Q, O)."""
-    cp = case.layer
-    xl = case.xc.permute(0, 2, 3, 4, 5, 1)
-    bias = cp.query_conv.bias + cp.support_conv.bias
-    return cp._support_branch(xl, bias, cp.dilated_pivot_conv(pivots))
-
-
 def one_round(repeats: int) -> list[str]:
     lines = []
     for name, cin, cout, k, s, dims in FIRST_LAYERS:
         case = LayerCase.build(cin, cout, k, s, dims)
         cp, xc = case.layer, case.xc
-        strided = xc.permute(0, 2, 3, 4, 5, 1)[:, :, :, ::s, ::s]
+        strided = case.pivot_view()
         pivots = wide_contiguous(strided)
-        if not torch.equal(given_pivots(case, pivots), cp(xc).permute(0, 2, 3, 4, 5, 1)):
+        if not torch.equal(case.given_pivots(pivots), cp(xc).permute(0, 2, 3, 4, 5, 1)):
             raise AssertionError(f"{name}: the layer on given pivots differs from the layer")
         t = interleaved({"ours": lambda: cp(xc), "gather": lambda: wide_contiguous(strided),
-                         "given": lambda: given_pivots(case, pivots), **case.bare_calls()}, repeats, 0.02)
+                         "given": lambda: case.given_pivots(pivots), **case.bare_calls()}, repeats, 0.02)
         bare = case.bare_time(t)
         ms = {key: v.median * 1e3 for key, v in t.items()}
         lines.append(f"  {name:11s} ours {ms['ours']:6.2f}  gather {ms['gather']:5.2f}  given {ms['given']:6.2f}  "

@@ -489,10 +489,8 @@ def test_bench_bare_inputs_are_the_layers_two_convs_and_given_pivots_match():
     qry = calls["q_cl"]().permute(0, 2, 3, 1).reshape(b, p, q, ha, wa, 4).permute(0, 3, 4, 1, 2, 5)
     torch.testing.assert_close(sup + qry, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(calls["s_cl"](), calls["s"](), atol=1e-5, rtol=1e-5)
-    xl = xc.permute(0, 2, 3, 4, 5, 1)
-    pivots = wide_contiguous(xl[:, :, :, ::s, ::s])
-    bias = cp.query_conv.bias + cp.support_conv.bias
-    assert torch.equal(cp._support_branch(xl, bias, cp.dilated_pivot_conv(pivots)), want)
+    assert case.pivot_view().shape == (b, ha, wa, p, q, 3)
+    assert torch.equal(case.given_pivots(wide_contiguous(case.pivot_view())), want)
 
 
 def test_bench_rounds_summarise_every_row(monkeypatch, capsys):

@@ -274,16 +274,14 @@ class LayerCase:
 
     def pivot_view(self) -> torch.Tensor:
         """The layer's pivots: ``xc``'s strided support positions, a (B, Ha, Wa, P, Q, C) view."""
-        sh, sw = self.layer.support_stride
-        return self.xc.permute(0, 2, 3, 4, 5, 1)[:, :, :, ::sh, ::sw]
+        return self.layer.pivots(self.xc.permute(0, 2, 3, 4, 5, 1))
 
     def given_pivots(self, pivots: torch.Tensor) -> torch.Tensor:
         """Eq. 8 at inference on the CPU with the pivots already gathered into a contiguous
         tensor (``wide_contiguous(self.pivot_view())``): the layer's two convs and the bias sum,
         without the gather. -> (B, Ha, Wa, P, Q, O), bit-identical to the layer."""
         cp = self.layer
-        bias = cp.query_conv.bias + cp.support_conv.bias
-        return cp._support_branch(self.xc.permute(0, 2, 3, 4, 5, 1), bias, cp.dilated_pivot_conv(pivots))
+        return cp._support_branch(self.xc.permute(0, 2, 3, 4, 5, 1), cp.summed_bias(), cp.dilated_pivot_conv(pivots))
 
     @staticmethod
     def bare_time(t: dict[str, Timing]) -> float:

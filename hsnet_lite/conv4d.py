@@ -168,8 +168,7 @@ class CenterPivotConv4d(nn.Module):
         xl = x.permute(0, 2, 3, 4, 5, 1)  # (B, Ha, Wa, Hb, Wb, C): a view when channels-last
         if not channels_last:
             xl = xl.contiguous()
-        qb, sb = self.query_conv.bias, self.support_conv.bias
-        bias = None if qb is None else qb + sb  # both biases add up: fold them into one conv
+        bias = self.summed_bias()
         if self._trains_strided(xl):  # Eq. 8 with a hand-written backward (hsnet_lite.fast.strided_pivot)
             k = self.kernel_size
             padding = ((k[0] // 2, k[1] // 2), (k[2] // 2, k[3] // 2))
@@ -183,6 +182,17 @@ class CenterPivotConv4d(nn.Module):
             out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
         out = out.permute(0, 5, 1, 2, 3, 4)
         return out if channels_last else out.contiguous()
+
+    def summed_bias(self) -> torch.Tensor | None:
+        """The two convs' biases added up (Eq. 8 sums the branches, so one conv carries both), or None."""
+        qb, sb = self.query_conv.bias, self.support_conv.bias
+        return None if qb is None else qb + sb
+
+    def pivots(self, xl: torch.Tensor) -> torch.Tensor:
+        """The strided support positions the query conv runs at: a (B, Ha, Wa, P, Q, C) view of the
+        channels-last (B, Ha, Wa, Hb, Wb, C) ``xl`` (``xl`` itself for a support stride of 1)."""
+        sh, sw = self.support_stride
+        return xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
 
     def _trains_strided(self, xl: torch.Tensor) -> bool:
         """True for a strided layer trained on the CPU: :class:`StridedCenterPivot` runs it
@@ -248,7 +258,7 @@ class CenterPivotConv4d(nn.Module):
         training = torch.is_grad_enabled() and conv.weight.requires_grad
         if training and (sh, sw) == (1, 1) and xl.device.type == "cpu":
             return self._query_branch_grouped(xl)
-        pivots = xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
+        pivots = self.pivots(xl)
         if constant is None or needs_autograd(pivots, conv.weight, constant.value):
             return self._pivot_conv(pivots)
         return self._constant_pivots(pivots, constant, xl.shape[3:5])
@@ -330,7 +340,7 @@ class CenterPivotConv4d(nn.Module):
         b, ha, wa = xl.shape[:3]
         nh, nw = rows.hi - rows.lo + 1, cols.hi - cols.lo + 1
         conv = self.support_conv
-        bias = None if conv.bias is None else self.query_conv.bias + conv.bias
+        bias = self.summed_bias()
         pivots = xl[:, :, :, rows.k // 2 :: rows.s, cols.k // 2 :: cols.s][:, :, :, :nh, :nw]
         q = self._pivot_conv(pivots)
         images = support_images(xl)
@@ -407,7 +417,7 @@ class CenterPivotConv4d(nn.Module):
         with torch.no_grad():
             dense.weight.copy_(w)
             if dense.bias is not None:
-                dense.bias.copy_(self.query_conv.bias + self.support_conv.bias)
+                dense.bias.copy_(self.summed_bias())
         return dense
 
 

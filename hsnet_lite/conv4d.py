@@ -46,6 +46,14 @@ def is_channels_last_6d(x: torch.Tensor) -> bool:
     return x.dim() == 6 and x.permute(0, 2, 3, 4, 5, 1).is_contiguous()
 
 
+def channels_last_view(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The (B, C, Ha, Wa, Hb, Wb) tensor as a contiguous (B, Ha, Wa, Hb, Wb, C) tensor -- a view
+    when ``x`` is stored channels-last, a copy otherwise -- and whether it was a view."""
+    xl = x.permute(0, 2, 3, 4, 5, 1)
+    in_place = xl.is_contiguous()
+    return (xl if in_place else xl.contiguous()), in_place
+
+
 def to_channels_last_6d(x: torch.Tensor) -> torch.Tensor:
     """The same (B, C, Ha, Wa, Hb, Wb) tensor stored channels-last (a copy unless it already is)."""
     return x.permute(0, 2, 3, 4, 5, 1).contiguous().permute(0, 5, 1, 2, 3, 4)
@@ -164,10 +172,7 @@ class CenterPivotConv4d(nn.Module):
         :class:`~hsnet_lite.fast.strided_pivot.StridedCenterPivot` for a strided layer trained on
         the CPU)."""
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
-        channels_last = is_channels_last_6d(x)
-        xl = x.permute(0, 2, 3, 4, 5, 1)  # (B, Ha, Wa, Hb, Wb, C): a view when channels-last
-        if not channels_last:
-            xl = xl.contiguous()
+        xl, channels_last = channels_last_view(x)  # (B, Ha, Wa, Hb, Wb, C)
         bias = self.summed_bias()
         if self._trains_strided(xl):  # Eq. 8 with a hand-written backward (hsnet_lite.fast.strided_pivot)
             k = self.kernel_size
@@ -334,9 +339,7 @@ class CenterPivotConv4d(nn.Module):
         rows, cols = corr.rows, corr.cols
         x = corr.crop
         check_corr_tensor(x, self.in_channels, "CenterPivotConv4d")
-        xl = x.permute(0, 2, 3, 4, 5, 1)
-        if not is_channels_last_6d(x):
-            xl = xl.contiguous()
+        xl = channels_last_view(x)[0]
         b, ha, wa = xl.shape[:3]
         nh, nw = rows.hi - rows.lo + 1, cols.hi - cols.lo + 1
         conv = self.support_conv

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from hsnet_lite import HSNet, load_official_checkpoint
 from hsnet_lite.backbones import build_backbone
 from hsnet_lite.blocks import GroupNorm4d, mix_block, pool_support_dims, squeeze_block, upsample_query_dims
-from hsnet_lite.conv4d import CenterPivotConv4d, is_channels_last_6d, to_channels_last_6d
+from hsnet_lite.conv4d import CenterPivotConv4d, channels_last_view, is_channels_last_6d, to_channels_last_6d
 from hsnet_lite.correlation import cosine_correlation, hypercorrelation, l2_normalize, mask_features
 from hsnet_lite.model import kshot_vote
 from hsnet_lite.reference import ReferenceCPConv4d, ReferenceHSNet
@@ -40,6 +40,18 @@ CP_CASES = [
     (3, 1, 1, 4, (5, 5, 1, 3)),      # one input channel (a level with a single layer)
     (3, 2, 2, 1, (5, 4, 6, 6)),      # one output channel
 ]
+
+
+def test_channels_last_view_is_a_view_only_of_a_channels_last_tensor():
+    x = torch.rand(2, 3, 4, 5, 6, 7)
+    expected = x.permute(0, 2, 3, 4, 5, 1)
+    copied, in_place = channels_last_view(x)
+    assert not in_place and copied.is_contiguous() and torch.equal(copied, expected)
+    assert copied.data_ptr() != x.data_ptr()
+    xc = to_channels_last_6d(x)
+    viewed, in_place = channels_last_view(xc)
+    assert in_place and viewed.is_contiguous() and torch.equal(viewed, expected)
+    assert viewed.data_ptr() == xc.data_ptr()
 
 
 @pytest.mark.parametrize("k,s,cin,cout,dims", CP_CASES)

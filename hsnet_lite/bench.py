@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoints import load_official_checkpoint, our_key_to_official
-from .conv4d import CenterPivotConv4d, Conv4d, to_channels_last_6d
+from .conv4d import CenterPivotConv4d, Conv4d, channels_last_view, to_channels_last_6d
 from .cuda_graphs import CapturedHSNet
 from .model import HSNet
 from .reference import ReferenceCPConv4d, ReferenceHSNet
@@ -272,16 +272,20 @@ class LayerCase:
         conv = {"s": self.layer.support_conv, "q": self.layer.query_conv}
         return {name: (lambda c=conv[name[0]], t=t: c(t)) for name, t in self.bare.items()}
 
+    def xl(self) -> torch.Tensor:
+        """``xc`` as the (B, Ha, Wa, Hb, Wb, C) view the layer's branches read."""
+        return channels_last_view(self.xc)[0]
+
     def pivot_view(self) -> torch.Tensor:
         """The layer's pivots: ``xc``'s strided support positions, a (B, Ha, Wa, P, Q, C) view."""
-        return self.layer.pivots(self.xc.permute(0, 2, 3, 4, 5, 1))
+        return self.layer.pivots(self.xl())
 
     def given_pivots(self, pivots: torch.Tensor) -> torch.Tensor:
         """Eq. 8 at inference on the CPU with the pivots already gathered into a contiguous
         tensor (``wide_contiguous(self.pivot_view())``): the layer's two convs and the bias sum,
         without the gather. -> (B, Ha, Wa, P, Q, O), bit-identical to the layer."""
         cp = self.layer
-        return cp._support_branch(self.xc.permute(0, 2, 3, 4, 5, 1), cp.summed_bias(), cp.dilated_pivot_conv(pivots))
+        return cp._support_branch(self.xl(), cp.summed_bias(), cp.dilated_pivot_conv(pivots))
 
     @staticmethod
     def bare_time(t: dict[str, Timing]) -> float:

@@ -11,6 +11,7 @@ with TF32 convolutions and matmuls. Means of 20 calls after warm-up.
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -57,7 +58,7 @@ def stages(model, k: int) -> dict:
     s, m = check_episode(q, s, m)
     images = episode_images(q, s)
     feats = model.extract(images)
-    correlate = lambda: model.correlate(feats, q.shape[0], m)  # noqa: E731
+    correlate = partial(model.correlate, feats, q.shape[0], m)
     corr = correlate()
     low = model.learner(corr)
     return {

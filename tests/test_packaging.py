@@ -34,3 +34,12 @@ def test_public_names():
     from hsnet_lite import CenterPivotConv4d, Conv4d, HSNet, load_official_checkpoint  # noqa: F401
 
     assert set(hsnet_lite.__all__) <= set(dir(hsnet_lite))
+
+
+def test_fused_kernel_source_ships_with_the_package():
+    """hsnet_lite.fast.native compiles csrc/center_pivot.c where the package is installed."""
+    from hsnet_lite.fast import native
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "fast/csrc/*.c" in package_data["hsnet_lite"]
+    assert native.SOURCE.is_file() and native.SOURCE.parent.name == "csrc"

@@ -22,10 +22,9 @@ and both write the same memory order, so the two halves add up without any reord
 learner keeps every 4D tensor channels-last; a standard (contiguous) input is converted on entry
 and the output is given back contiguous.
 
-At inference on the CPU, a strided layer with few input channels and 16 outputs (the first
-squeezing layer of each level, where oneDNN runs both convs well below the CPU's peak) runs
-instead as one fused kernel compiled for the machine (:mod:`hsnet_lite.fast.native`), which reads
-the input once and adds the two branches in registers; where it cannot be built, the path above.
+At inference on the CPU, the strided (squeezing) layers run instead as one fused kernel compiled
+for the machine (:mod:`hsnet_lite.fast.native`), which reads the input once, needs no gather of
+the pivots and adds the two branches in registers; where it cannot be built, the path above.
 """
 from __future__ import annotations
 
@@ -45,11 +44,10 @@ Int4 = tuple[int, int, int, int]
 # Devices on which the query branch of inference reads the channels-last tensor in place with a
 # dilated conv (oneDNN on the CPU); elsewhere the pivots are gathered into a batch of images.
 DILATED_QUERY_DEVICES = {"cpu"}
-# Layers the fused kernel (hsnet_lite.fast.native) runs at CPU inference: strided, with this many
-# output channels and at most this many input channels (the first squeezing layers: 1-23 inputs
-# for the paper's backbones and EfficientNet-Lite0). With more channels oneDNN's convs are faster.
-FUSED_OUT_CHANNELS = 16
-FUSED_MAX_IN_CHANNELS = 32
+# Layers the fused kernel (hsnet_lite.fast.native) runs at CPU inference: the squeezing layers
+# (strided, at most this many input channels; output channels a multiple of 16). The mixing layers
+# (no stride, a 2x2 support) keep oneDNN's convs, which run them as fast.
+FUSED_MAX_IN_CHANNELS = 64
 
 
 def is_channels_last_6d(x: torch.Tensor) -> bool:
@@ -194,7 +192,8 @@ class CenterPivotConv4d(nn.Module):
                 const, box = constant.value, constant.pivot_box(self.support_stride, xl.shape[3:5])
             out = StridedCenterPivot.apply(xl, self.query_conv.weight, self.support_conv.weight, bias,
                                            self.support_stride, padding, const, box)
-        elif self.runs_fused(xl):  # Eq. 8 in one pass (hsnet_lite.fast.native)
+        elif constant is None and self.runs_fused(xl):  # Eq. 8 in one pass (hsnet_lite.fast.native)
+            # (given ``constant``, the path below is faster: it skips the pivots known to be constant)
             out = self._fused(xl, bias, self.support_conv.padding)
         else:
             q = self._query_branch(xl, constant)  # Eq. 7, as a (B, Ha, Wa, Hb', Wb', O) tensor
@@ -215,11 +214,11 @@ class CenterPivotConv4d(nn.Module):
 
     def runs_fused(self, xl: torch.Tensor) -> bool:
         """True when inference on the channels-last (B, Ha, Wa, Hb, Wb, C) ``xl`` runs as the fused
-        kernel of :mod:`hsnet_lite.fast.native`: a strided layer with :data:`FUSED_OUT_CHANNELS`
-        outputs and at most :data:`FUSED_MAX_IN_CHANNELS` inputs, fp32 on the CPU, nothing for
-        autograd to record, outside a compiled graph, and the kernel built on this machine."""
-        return (self.support_stride != (1, 1) and self.out_channels == FUSED_OUT_CHANNELS
-                and self.in_channels <= FUSED_MAX_IN_CHANNELS and native.supports(xl, self.out_channels)
+        kernel of :mod:`hsnet_lite.fast.native`: a strided layer with at most
+        :data:`FUSED_MAX_IN_CHANNELS` inputs and a multiple of 16 outputs, fp32 on the CPU, nothing
+        for autograd to record, outside a compiled graph, and the kernel built on this machine."""
+        return (self.support_stride != (1, 1) and self.in_channels <= FUSED_MAX_IN_CHANNELS
+                and native.supports(xl, self.out_channels)
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
                 and not needs_autograd(xl, *self.parameters()) and native.available())
 

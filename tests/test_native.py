@@ -124,22 +124,24 @@ def test_fused_kernel_rejects_what_it_cannot_compute():
         native.center_pivot(x, torch.randn(16, 3, 2, 2), ws, bias, (2, 2), (1, 1))
 
 
-FIRST_LAYERS = [  # in, kernel, stride, (Ha, Wa, Hb, Wb): HSNet's first squeezing layers, smaller
-    (3, 3, 2, (13, 13, 13, 13)),
-    (6, 5, 4, (10, 12, 25, 25)),
-    (4, 5, 4, (4, 6, 50, 50)),
+SQUEEZE_LAYERS = [  # in, out, kernel, stride, (Ha, Wa, Hb, Wb): HSNet's squeezing layers, fewer query positions
+    (3, 16, 3, 2, (13, 13, 13, 13)),   # f3 layer 1: tiles along each map's rows
+    (6, 16, 5, 4, (10, 12, 25, 25)),   # f2 layer 1
+    (4, 16, 5, 4, (4, 6, 50, 50)),     # f1 layer 1
+    (16, 64, 5, 4, (6, 9, 13, 13)),    # f1 layer 2: few outputs per map, tiles across maps
+    (64, 128, 3, 2, (5, 7, 4, 4)),     # layer 3
 ]
 
 
 @needs_compiler
-@pytest.mark.parametrize("cin,k,s,dims", FIRST_LAYERS)
-def test_first_squeezing_layer_runs_fused_and_equals_the_dense_conv(cin, k, s, dims):
-    cp = CenterPivotConv4d(cin, 16, k, s).eval()
+@pytest.mark.parametrize("cin,cout,k,s,dims", SQUEEZE_LAYERS)
+def test_squeezing_layer_runs_fused_and_equals_the_dense_conv(cin, cout, k, s, dims):
+    cp = CenterPivotConv4d(cin, cout, k, s).eval()
     x = to_channels_last_6d(torch.rand(1, cin, *dims))
     with torch.no_grad():
         assert cp.runs_fused(x.permute(0, 2, 3, 4, 5, 1))
         out = cp(x)
-        ref = cp.to_dense()(x[..., :, :])
+        ref = cp.to_dense()(x)
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
 
@@ -175,7 +177,8 @@ def test_fused_layer_on_a_cropped_window_equals_the_full_tensor():
 
 def test_layers_outside_the_fused_kernel_keep_their_paths():
     x = to_channels_last_6d(torch.rand(1, 16, 5, 5, 7, 7)).permute(0, 2, 3, 4, 5, 1)
-    assert not CenterPivotConv4d(16, 64, 3, 2).runs_fused(x)  # 64 outputs: oneDNN is faster
+    assert not CenterPivotConv4d(16, 24, 3, 2).runs_fused(x)  # outputs not a multiple of 16
+    assert not CenterPivotConv4d(16, 64, 3, 1).runs_fused(x)  # a mixing layer (no stride): oneDNN
     assert not CenterPivotConv4d(16, 16, 3, 1).runs_fused(x)  # no support stride
     cp = CenterPivotConv4d(16, 16, 3, 2)
     assert not cp.runs_fused(x)  # autograd records: training runs the hand-written backward

@@ -14,7 +14,7 @@ equivalence test against the plain computation:
 - :mod:`~hsnet_lite.fast.strided_pivot`: a hand-written backward for strided center-pivot
   layers in training (``tests/test_strided_pivot.py``), and the pivots' gather copied in wide
   units (``tests/test_folded_convs.py``).
-- :mod:`~hsnet_lite.fast.native`: the first squeezing layer of a level at inference as one fused
+- :mod:`~hsnet_lite.fast.native`: the squeezing layers at inference as one fused
   kernel (``csrc/center_pivot.c``, compiled for the machine on first use; the oneDNN path where it
   cannot be built) that reads the input once and sums both branches in registers
   (``tests/test_native.py``).

@@ -3,10 +3,11 @@
 The center-pivot conv of supplementary Eq. 8 is two 2D convolutions of the same 6D tensor: over
 the query dims at each (strided) support pivot (Eq. 7), and over the support dims at each query
 position (Eq. 6). oneDNN runs each fast on its own, but a strided layer must first gather its
-pivots, and for the first squeezing layer of a level (few input channels) oneDNN runs the two
-convs well below the CPU's peak. ``center_pivot.c`` computes both in one pass over the input:
-it reads each support map once, keeps its pivots packed in cache for the query branch, and
-adds the two branches in registers (see its header).
+pivots, the two results must be added, and for the first squeezing layer of a level (few input
+channels) oneDNN runs the convs well below the CPU's peak. ``center_pivot.c`` computes both in
+one pass over the input: it reads each support map once, keeps its pivots packed in cache for
+the query branch, and adds the two branches in registers (see its header).
+:class:`~hsnet_lite.conv4d.CenterPivotConv4d` runs it for the squeezing layers at CPU inference.
 
 The C file is compiled here with the system's C compiler (``$CC``, else ``cc`` or ``gcc``;
 ``-O3 -march=native -fopenmp``), once per machine, into a cache folder

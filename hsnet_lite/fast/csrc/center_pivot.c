@@ -9,7 +9,8 @@
  * register, accumulated with one fused multiply-add per input value and kernel tap.
  *
  * Each thread takes a band of query columns j0..j1 and walks down the query rows i. For row i it
- * runs Eq. 6 on each support map x(i, j) (read once, from start to end) into a scratch of the
+ * runs Eq. 6 on each support map x(i, j) (read once, from start to end; or, for maps with few
+ * outputs, on the same output of up to 11 maps at once) into a scratch of the
  * last kq0/2 + 1 rows, and copies the map's pivots into a ring of the last kq0 rows; then it runs
  * Eq. 7 for row i - kq0/2 from that ring, adds the scratch, and writes the sum to the output
  * (past the caches when the output is larger than they are). The input is read once, the query
@@ -34,6 +35,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 #define MAXTAPS 121   /* kernel taps per tile: up to 11 x 11 */
 #define BAND_MAX 25   /* widest band of query columns per work item */
 #define STREAM_BYTES (8L << 20)  /* outputs larger than this are stored past the caches */
+#define ACROSS_BELOW 7  /* support outputs per row below which tiles run across maps */
 
 typedef struct {
   const float *x;      /* (B, Ha, Wa, Hb, Wb, C) */
@@ -137,6 +139,19 @@ static int make_plan(const hl_cp_args *a, plan_t *pl) {
   return 0;
 }
 
+/* one block per output, for support_row_across */
+static int make_single_plan(const hl_cp_args *a, plan_t *pl) {
+  pl->n = 0;
+  pl->b = malloc(sizeof(block_t) * ((size_t)a->P * a->Q));
+  if (!pl->b) return -1;
+  for (int p = 0; p < a->P; p++)
+    for (int q = 0; q < a->Q; q++) add_block(a, pl, p, q, 1, 1);
+  return 0;
+}
+
+/* tiles across maps when a row of a map has fewer than ACROSS_BELOW outputs */
+static inline int across_maps(const hl_cp_args *a) { return a->Q < ACROSS_BELOW; }
+
 /* out(p, q) = bias + Eq. 6 at every (p, q) of one support map */
 static void support_map(const hl_cp_args *a, const plan_t *pl, const float *map, float *omap) {
   v16 acc[TMAX];
@@ -206,7 +221,36 @@ static inline void store16(float *dst, v16 v, int stream) {
   STOREV(dst, v);
 }
 
+/* Eq. 6 for row i, each output (p, q) of up to TMAX consecutive maps j as one register tile (pl:
+   one block per output): for support maps with few outputs per row, whose tiles along q would be
+   too short to keep the multiply-add units busy */
+static void support_row_across(const item_t *it, const plan_t *pl, int i) {
+  const hl_cp_args *a = it->a;
+  const long HWC = (long)a->Hb * a->Wb * a->C, PQO = (long)a->P * a->Q * a->O;
+  v16 acc[TMAX];
+  const float *maps = map_at(a, it->b, i, it->j0);
+  float *parts = partial_at(it, i, it->j0);
+  for (int k = 0; k < pl->n; k++) {
+    const block_t *b = &pl->b[k];
+    for (int ob = 0; ob < a->O; ob += 16) {
+      const v16 bv = a->bias ? LOADV(a->bias + ob) : (v16){0};
+      for (int j = 0, T; j < it->j1 - it->j0; j += T) {
+        T = balanced(it->j1 - it->j0 - j);
+        for (int t = 0; t < T; t++) acc[t] = bv;
+        tile(T, acc, maps + j * HWC, b->off, a->ws + ob, b->woff, b->n, a->C, a->O, HWC);
+        for (int t = 0; t < T; t++) STOREV(parts + (j + t) * PQO + b->out + ob, acc[t]);
+      }
+    }
+  }
+  for (int j = it->h0; j < it->h1; j++) gather(it, i, j);
+}
+
+/* Eq. 6 for row i, map by map along the plan's tiles */
 static void support_row(const item_t *it, const plan_t *pl, int i) {
+  if (across_maps(it->a)) {
+    support_row_across(it, pl, i);
+    return;
+  }
   for (int j = it->j0; j < it->j1; j++) {
     support_map(it->a, pl, map_at(it->a, it->b, i, j), partial_at(it, i, j));
     gather(it, i, j);
@@ -256,7 +300,7 @@ int hl_center_pivot_forward(const hl_cp_args *a) {
       a->ks1 / 2 - a->pw < 0 || (a->Q - 1) * a->sw - a->pw + a->ks1 / 2 >= a->Wb)
     return -1;
   plan_t pl;
-  if (make_plan(a, &pl)) return -2;
+  if (across_maps(a) ? make_single_plan(a, &pl) : make_plan(a, &pl)) return -2;
   int bands = a->threads;
   while ((a->Wa + bands - 1) / bands > BAND_MAX && bands < a->Wa) bands += a->threads;
   const int width = (a->Wa + bands - 1) / bands;

@@ -16,8 +16,8 @@ It prints the times and each one's ratio to bare (the bench's target: at most 1.
 checked equal to ``convs`` bit for bit, and ``ours`` to ``convs`` within 1e-5. Run it with
 ``OMP_WAIT_POLICY=PASSIVE``; with
 ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296``
-no call meets fresh pages. Output of 2026-11-27 (before the fused kernel, when ``ours`` was
-``convs``): ``results/first_layer_parts.txt``.
+no call meets fresh pages. Outputs: ``results/first_layer_parts_fused.txt`` (2026-12-08) and, from
+before the fused kernel, when ``ours`` was ``convs``, ``results/first_layer_parts.txt`` (2026-11-27).
 """
 from __future__ import annotations
 

@@ -114,6 +114,8 @@ def test_fused_kernel_rejects_what_it_cannot_compute():
     x, wq, ws, bias = fused_inputs(1, 3, 16, (3, 3), (3, 3), (5, 5, 5, 5))
     with pytest.raises(ValueError, match="fp32"):
         native.center_pivot(x.double(), wq, ws, bias, (2, 2), (1, 1))
+    with pytest.raises(ValueError, match="fp32"):
+        native.center_pivot(x, wq.double(), ws, bias, (2, 2), (1, 1))
     with pytest.raises(ValueError, match="multiple of 16"):
         native.center_pivot(x, wq[:8], ws[:8], bias[:8], (2, 2), (1, 1))
     with pytest.raises(ValueError, match="contiguous"):

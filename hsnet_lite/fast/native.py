@@ -183,11 +183,11 @@ def center_pivot(xl: torch.Tensor, query_weight: torch.Tensor, support_weight: t
     if not available():
         why = "switched off by native.disabled()" if _switched_off[0] else status()
         raise RuntimeError(f"the fused center-pivot kernel is not available: {why}")
-    o, c, kq0, kq1 = query_weight.shape
-    ks0, ks1 = support_weight.shape[2:]
-    problem = _problem(xl, o, c, (kq0, kq1), (ks0, ks1), support_weight, bias)
+    problem = _problem(xl, query_weight, support_weight, bias)
     if problem:
         raise ValueError(f"fused center-pivot kernel: {problem}")
+    o, c, kq0, kq1 = query_weight.shape
+    ks0, ks1 = support_weight.shape[2:]
     b, ha, wa, hb, wb, _ = xl.shape
     p, q = output_size((hb, wb), (ks0, ks1), stride, padding)
     if p < 1 or q < 1:
@@ -203,10 +203,12 @@ def center_pivot(xl: torch.Tensor, query_weight: torch.Tensor, support_weight: t
     return out
 
 
-def _problem(xl: torch.Tensor, o: int, c: int, kq: tuple[int, int], ks: tuple[int, int],
-             support_weight: torch.Tensor, bias: torch.Tensor | None) -> str | None:
+def _problem(xl: torch.Tensor, query_weight: torch.Tensor, support_weight: torch.Tensor,
+             bias: torch.Tensor | None) -> str | None:
     """What makes these inputs unfit for the kernel, or None."""
-    tensors = [xl, support_weight] + ([] if bias is None else [bias])
+    o, c = query_weight.shape[:2]
+    kq, ks = tuple(query_weight.shape[2:]), tuple(support_weight.shape[2:])
+    tensors = [xl, query_weight, support_weight] + ([] if bias is None else [bias])
     if xl.dim() != 6 or xl.shape[-1] != c:
         return f"expected a (B, Ha, Wa, Hb, Wb, {c}) tensor, got shape {tuple(xl.shape)}"
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
